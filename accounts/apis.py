@@ -1,0 +1,81 @@
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from openspark.core.pagination import PageNumberPagination
+
+from .selectors import api_key_list, user_profile_get
+from .services import api_key_create, api_key_revoke
+
+
+class PlanOutputSerializer(serializers.Serializer):
+    tier = serializers.CharField()
+    name = serializers.CharField()
+    requests_per_minute = serializers.IntegerField()
+    endpoint_limits = serializers.DictField(child=serializers.IntegerField())
+    monthly_token_quota = serializers.IntegerField()
+
+
+class MeApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        username = serializers.CharField()
+        email = serializers.EmailField(allow_blank=True)
+        is_staff = serializers.BooleanField()
+        date_joined = serializers.DateTimeField()
+        plan = PlanOutputSerializer()
+        tokens = serializers.DictField()
+
+    @extend_schema(responses=OutputSerializer, operation_id="me")
+    def get(self, request):
+        return Response(self.OutputSerializer(user_profile_get(user=request.user)).data)
+
+
+class ApiKeyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    is_active = serializers.BooleanField()
+
+
+class ApiKeyListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+        def validate_expires_at(self, value):
+            if value is not None and value <= timezone.now():
+                raise serializers.ValidationError("Must be in the future.")
+            return value
+
+    class CreatedSerializer(ApiKeyOutputSerializer):
+        key = serializers.CharField(help_text="The key itself; shown only in this response.")
+
+    @extend_schema(responses=ApiKeyOutputSerializer(many=True), operation_id="api_keys_list")
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(api_key_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(ApiKeyOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=InputSerializer, responses={201: CreatedSerializer}, operation_id="api_keys_create"
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key, raw_key = api_key_create(user=request.user, **serializer.validated_data)
+        data = ApiKeyOutputSerializer(key).data | {"key": raw_key}
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeApi(APIView):
+    @extend_schema(responses={204: None}, operation_id="api_keys_revoke")
+    def delete(self, request, key_id: int):
+        api_key_revoke(user=request.user, key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,11 @@
+from django.contrib import admin
+
+from .models import TaskRecord
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(admin.ModelAdmin):
+    list_display = ("task_id", "name", "user", "progress", "created_at")
+    list_filter = ("name",)
+    search_fields = ("task_id", "user__username")
+    readonly_fields = ("task_id", "name", "user", "progress", "created_at", "updated_at")

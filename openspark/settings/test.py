@@ -1,0 +1,28 @@
+"""Test settings: real Redis (the machine's, or an embedded one started for the run)."""
+
+import os
+
+from openspark.embedded import ensure_test_redis
+
+# Before base settings read them: without REDIS_URL, tests run on an embedded real Redis, and
+# test keys get their own prefix so a run never touches the keys of a running product.
+ensure_test_redis()
+os.environ.setdefault("REDIS_KEY_PREFIX", "ostest")
+
+from .base import *  # noqa: E402, F403
+from .base import DATABASES, STATIC_ROOT, VAR_DIR  # noqa: E402
+
+SECRET_KEY = "test-secret-key"
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LANGUAGE_CODE = "en"
+
+# Worker and ASGI subprocesses started by tests must see the same test database, so the
+# SQLite test database is a file (an in-memory one exists only inside the pytest process).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_openspark.sqlite3")}
+
+MEDIA_ROOT = VAR_DIR / "test-media"
+LOGIN_RATE_LIMIT = "5/m"
+
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder

@@ -1,0 +1,70 @@
+"""Every API error has one shape: {"error": {"code", "message", "details"}}."""
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def _assert_shape(response, status: int, code: str):
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def test_unknown_api_url_is_json_404(auth_client):
+    _assert_shape(auth_client.get("/api/v1/does-not-exist/"), 404, "not_found")
+
+
+def test_method_not_allowed(auth_client):
+    _assert_shape(auth_client.put("/api/v1/me/", {}, format="json"), 405, "method_not_allowed")
+
+
+def test_malformed_json_is_validation_error(auth_client):
+    response = auth_client.post("/api/v1/api-keys/", "{not json", content_type="application/json")
+    _assert_shape(response, 400, "validation_error")
+
+
+def test_validation_error_names_the_field(auth_client):
+    error = _assert_shape(
+        auth_client.post("/api/v1/api-keys/", {}, format="json"), 400, "validation_error"
+    )
+    assert "name" in error["details"]
+    assert error["message"].startswith("name:")
+
+
+def test_unsupported_media_type(auth_client):
+    response = auth_client.post("/api/v1/api-keys/", "name=x", content_type="text/plain")
+    _assert_shape(response, 415, "unsupported_media_type")
+
+
+def test_csrf_failure_with_session_is_403_shape(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post("/api/v1/api-keys/", {"name": "x"}, content_type="application/json")
+    _assert_shape(response, 403, "permission_denied")
+
+
+def test_unhandled_exception_is_500_shape_without_details(settings):
+    settings.ROOT_URLCONF = "tests.core.urls_for_tests"
+    client = Client(raise_request_exception=False)
+    for url in ("/api/v1/test-crash/", "/api/v1/test-crash-plain/"):
+        response = client.get(url)
+        error = _assert_shape(response, 500, "server_error")
+        assert "secret detail" not in response.content.decode()
+        assert error["details"] == {}
+
+
+def test_oversized_body_is_413(auth_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = auth_client.post("/api/v1/api-keys/", {"name": "x" * 5000}, format="json")
+    _assert_shape(response, 413, "file_too_large")
+
+
+def test_invalid_page_is_404_shape(auth_client):
+    _assert_shape(auth_client.get("/api/v1/api-keys/?page=99"), 404, "not_found")

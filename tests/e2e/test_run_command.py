@@ -1,0 +1,92 @@
+"""Smoke test of `make run`'s program: start it, wait for /readyz, log in, stop it cleanly."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from openspark.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run command exited early"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("not ready in time")
+
+
+def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
+    port = free_port()
+    # The run command on its embedded defaults, whatever services the test run itself uses.
+    dropped = (
+        "DJANGO_SETTINGS_MODULE",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "MILVUS_URI",
+        "REDIS_KEY_PREFIX",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(OPENSPARK_VAR_DIR=str(tmp_path / "var"), PORT=str(port), PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openspark.devstack"], cwd=ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 5  # redis, milvus, web, worker, beat
+
+        output = log_path.read_text()
+        assert f"running at http://127.0.0.1:{port}/" in output
+        password = re.search(r"^\s+pro\s+(\S+)\s+\(pro plan\)", output, re.M).group(1)
+
+        with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
+            page = client.get("/accounts/login/")
+            csrf = client.cookies["csrftoken"]
+            response = client.post(
+                "/accounts/login/",
+                data={"username": "pro", "password": password, "csrfmiddlewaretoken": csrf},
+                headers={"Referer": f"{base}/accounts/login/"},
+            )
+            assert page.status_code == 200 and response.status_code == 302, response.text[:500]
+            home = client.get("/")
+            assert 'data-plan-tier="pro"' in home.text
+            assert client.get("/api/v1/me/").json()["plan"]["tier"] == "pro"
+    finally:
+        children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        _gone, alive = psutil.wait_procs(children, timeout=20)
+        for leftover in alive:
+            leftover.kill()
+    assert proc.returncode == 0, log_path.read_text()[-2000:]
+    assert not alive, f"processes left behind: {alive}"
+    assert "stopped" in log_path.read_text()
+
+    # A second run reuses the data: no new demo passwords are printed.
+    second = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo"], cwd=ROOT, capture_output=True, text=True,
+        env={**env, "DJANGO_SETTINGS_MODULE": "openspark.settings.local", "REDIS_URL": "redis://127.0.0.1:1/0"},
+        timeout=120,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "Demo users exist" in second.stdout
