@@ -8,6 +8,9 @@ from openspark.core import health
 api_v1 = [
     path("", include("accounts.api_urls")),
     path("", include("openspark.core.urls")),
+    path("", include("conversations.urls")),
+    path("knowledge/", include("knowledge.urls")),
+    path("", include("throttling.urls")),
 ]
 
 urlpatterns = [

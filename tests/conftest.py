@@ -3,6 +3,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.live import start_asgi_server, start_celery_worker
+from throttling.plans import seed_default_plans
 
 PASSWORD = "pass-word-123"
 
@@ -12,6 +14,36 @@ def _clean_cache():
     """Each test starts with no cached values or counters under the test key prefix."""
     cache.delete_pattern("*")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _default_plans(request):
+    """Transactional tests flush every table, seeded plans included; put them back."""
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+        seed_default_plans()
+
+
+@pytest.fixture(scope="session")
+def live_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("live-logs")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, live_logs):
+    """A real Celery worker on the test database; tests using it need `transactional_db`."""
+    worker = start_celery_worker(live_logs)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker, live_logs):
+    """A real uvicorn serving openspark.asgi on the test database."""
+    server = start_asgi_server(live_logs)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -22,3 +22,31 @@ class TaskRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.task_id}"
+
+
+class Notification(models.Model):
+    """A message to a user (document ready/failed, quota warnings…), shown in the UI and
+    e-mailed by the `send_notification` task when the user has an address."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        SUCCESS = "success"
+        WARNING = "warning"
+        ERROR = "error"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title

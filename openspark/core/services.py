@@ -7,7 +7,7 @@ import uuid
 from celery import Task
 from django.db import transaction
 
-from .models import TaskRecord
+from .models import Notification, TaskRecord
 
 
 def task_enqueue(
@@ -26,3 +26,31 @@ def task_enqueue(
 def task_progress_set(*, task_id: str | None, progress: int) -> None:
     if task_id:
         TaskRecord.objects.filter(task_id=task_id).update(progress=max(0, min(100, progress)))
+
+
+def notification_send(*, user, title: str, body: str = "", level: str = "info") -> Notification:
+    """Store the notification and e-mail it from a worker after commit."""
+    from .tasks import send_notification
+
+    notification = Notification.objects.create(user=user, title=title, body=body, level=level)
+    transaction.on_commit(lambda: send_notification.delay(notification.id))
+    return notification
+
+
+def notification_deliver(*, notification_id: int) -> bool:
+    """E-mail a notification once; a redelivered task finds emailed_at set and does nothing."""
+    from django.core.mail import send_mail
+    from django.utils import timezone
+
+    notification = Notification.objects.select_related("user").filter(id=notification_id).first()
+    if notification is None or notification.emailed_at or not notification.user.email:
+        return False
+    send_mail(
+        subject=f"[OpenSpark] {notification.title}",
+        message=notification.body or notification.title,
+        from_email=None,
+        recipient_list=[notification.user.email],
+    )
+    notification.emailed_at = timezone.now()
+    notification.save(update_fields=["emailed_at"])
+    return True

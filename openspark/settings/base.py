@@ -240,3 +240,19 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- E-mail (notifications) -----------------------------------------------------------------
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = VAR_DIR / "mail"
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="OpenSpark <noreply@localhost>")
+EMAIL_URL = env("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(env.email_url("EMAIL_URL"))
+
+# --- Chat (conversations) -------------------------------------------------------------------
+
+# --- Knowledge (RAG) ------------------------------------------------------------------------
+
+# --- Throttling -----------------------------------------------------------------------------
+
+# --- Caching --------------------------------------------------------------------------------

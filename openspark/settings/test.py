@@ -10,7 +10,7 @@ ensure_test_redis()
 os.environ.setdefault("REDIS_KEY_PREFIX", "ostest")
 
 from .base import *  # noqa: E402, F403
-from .base import DATABASES, STATIC_ROOT, VAR_DIR  # noqa: E402
+from .base import DATABASES, STATIC_ROOT, VAR_DIR, env  # noqa: E402
 
 SECRET_KEY = "test-secret-key"
 DEBUG = False
@@ -26,3 +26,12 @@ MEDIA_ROOT = VAR_DIR / "test-media"
 LOGIN_RATE_LIMIT = "5/m"
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder
+
+# Subprocesses started by tests (ASGI server, Celery worker) set OPENSPARK_USE_TEST_DB=1 so
+# they open the test database that pytest-django created, not the development one.
+if env.bool("OPENSPARK_USE_TEST_DB", default=False):
+    _db = DATABASES["default"]
+    _db["NAME"] = _db.get("TEST", {}).get("NAME") or f"test_{_db['NAME']}"
+
+# Celery keys of a test run never mix with those of a product sharing the same Redis.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": "ostest:"}

@@ -1,0 +1,3 @@
+"""conversations API routes (under /api/v1/)."""
+
+urlpatterns: list = []

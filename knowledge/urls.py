@@ -1,0 +1,3 @@
+"""knowledge API routes (under /api/v1/)."""
+
+urlpatterns: list = []

@@ -1,0 +1,100 @@
+"""Real servers for end-to-end tests: the ASGI server and a Celery worker as subprocesses,
+on the test database (pytest-django's) and the test Redis. Tests that use them must commit
+their data (`transactional_db`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from openspark.embedded import die_with_parent, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="openspark.settings.test",
+        OPENSPARK_USE_TEST_DB="1",
+        PYTHONUNBUFFERED="1",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class LiveProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    url: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _spawn(name: str, args: list[str], log_dir: Path, env: dict) -> LiveProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
+    return LiveProcess(name, process, log_path)
+
+
+def start_asgi_server(log_dir: Path, *, env: dict | None = None, workers: int = 1) -> LiveProcess:
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "openspark.asgi:application",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--ws", "websockets", "--workers", str(workers)]  # fmt: skip
+    server = _spawn(f"asgi-{port}", args, log_dir, env or subprocess_env())
+    server.url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"ASGI server exited:\n{server.log()}")
+        try:
+            httpx.get(f"{server.url}/healthz", timeout=2)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"ASGI server did not start:\n{server.log()}")
+
+
+def start_celery_worker(
+    log_dir: Path, *, env: dict | None = None, concurrency: int = 8, pool: str = "threads"
+) -> LiveProcess:
+    name = f"worker-{free_port()}"
+    args = [sys.executable, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO",
+            "--pool", pool, "--concurrency", str(concurrency), "-n", f"{name}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+    worker = _spawn(name, args, log_dir, env or subprocess_env())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"Celery worker exited:\n{worker.log()}")
+        if " ready." in worker.log():
+            return worker
+        time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"Celery worker did not start:\n{worker.log()}")

@@ -1,0 +1,3 @@
+"""throttling API routes (under /api/v1/)."""
+
+urlpatterns: list = []
