@@ -1,15 +1,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
-from .models import Plan, TokenUsage
+from .models import AccessListEntry, ExtraRule, LayerPolicy, Plan, TokenUsage
 
 
 def month_start(now: dt.datetime | None = None) -> dt.date:
     now = now or timezone.now()
     return now.date().replace(day=1)
+
+
+def next_month_start(now: dt.datetime | None = None) -> dt.datetime:
+    """When this month's token quota resets: midnight UTC on the first of next month."""
+    first = month_start(now)
+    following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return dt.datetime.combine(following, dt.time.min, tzinfo=dt.UTC)
 
 
 def plan_default() -> Plan:
@@ -27,3 +40,166 @@ def plan_for_user(user) -> Plan:
 def tokens_used_this_month(*, user) -> int:
     usage = TokenUsage.objects.filter(user=user, month=month_start()).first()
     return usage.total_tokens if usage else 0
+
+
+def quota_status_get(*, user) -> dict:
+    """The user's monthly LLM token quota: used, quota (0 = unlimited), remaining, reset."""
+    quota = plan_for_user(user).monthly_token_quota
+    used = tokens_used_this_month(user=user)
+    return {
+        "used_this_month": used,
+        "quota": quota,
+        "remaining": max(0, quota - used) if quota else None,
+        "exceeded": bool(quota) and used >= quota,
+        "resets_at": next_month_start(),
+    }
+
+
+# --- Limiter configuration snapshot ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    id: int
+    tier: str
+    requests_per_minute: int
+    endpoint_limits: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSettings:
+    limit: int | None
+    algorithm: str = "token_bucket"
+    shadow: bool = False
+    fail_closed: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraRuleSettings:
+    name: str
+    path_prefix: str
+    plan_id: int | None
+    key: str
+    limit: int
+    period: int
+    algorithm: str
+    shadow: bool
+    fail_closed: bool
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    plans: dict[int, PlanLimits]
+    default_plan: PlanLimits
+    layers: dict[str, LayerSettings]
+    rules: tuple[ExtraRuleSettings, ...] = ()
+    allow_users: frozenset[int] = frozenset()
+    deny_users: frozenset[int] = frozenset()
+    allow_networks: tuple = ()
+    deny_networks: tuple = ()
+    loaded_at: float = field(default_factory=time.monotonic)
+
+    def plan(self, plan_id: int | None) -> PlanLimits:
+        return self.plans.get(plan_id) or self.default_plan
+
+    def layer(self, name: str) -> LayerSettings:
+        return self.layers.get(name) or LayerSettings(limit=None)
+
+
+class _ConfigCache:
+    """The limiter reads limits, rules and lists from this per-process snapshot instead of the
+    database on every request. Saves in the admin clear it in the saving process at once
+    (signals) and reach other processes within THROTTLE_CONFIG_TTL seconds."""
+
+    def __init__(self) -> None:
+        self._config: LimiterConfig | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> LimiterConfig:
+        config = self._config
+        if config is not None and time.monotonic() < self._expires:
+            return config
+        with self._lock:
+            if self._config is None or time.monotonic() >= self._expires:
+                self._config = _config_load()
+                self._expires = time.monotonic() + settings.THROTTLE_CONFIG_TTL
+            return self._config
+
+    def clear(self) -> None:
+        self._expires = 0.0
+
+
+_config_cache = _ConfigCache()
+
+
+def limiter_config_get() -> LimiterConfig:
+    return _config_cache.get()
+
+
+def limiter_config_invalidate() -> None:
+    _config_cache.clear()
+
+
+def _plan_limits(plan: Plan) -> PlanLimits:
+    return PlanLimits(plan.id, plan.tier, plan.requests_per_minute, plan.endpoint_limits)
+
+
+def _config_load() -> LimiterConfig:
+    plans = {plan.id: _plan_limits(plan) for plan in Plan.objects.all()}
+    default = next((p for p in Plan.objects.filter(is_default=True)), None)
+    default_limits = (
+        plans[default.id]
+        if default
+        else next((p for p in plans.values() if p.tier == Plan.Tier.FREE), None)
+        # No plan rows at all (a flushed test database): the plan's own defaults.
+        or PlanLimits(0, "free", 100, {"conversations": 60, "messages": 120, "knowledge": 30})
+    )
+    layers = {
+        policy.layer: LayerSettings(
+            limit=policy.limit,
+            algorithm=policy.algorithm,
+            shadow=policy.shadow,
+            fail_closed=policy.fail_mode == "closed",
+            enabled=policy.enabled,
+        )
+        for policy in LayerPolicy.objects.all()
+    }
+    rules = tuple(
+        ExtraRuleSettings(
+            name=rule.name,
+            path_prefix=rule.path_prefix,
+            plan_id=rule.plan_id,
+            key=rule.key,
+            limit=rule.limit,
+            period=rule.period_seconds,
+            algorithm=rule.algorithm,
+            shadow=rule.shadow,
+            fail_closed=rule.fail_mode == "closed",
+        )
+        for rule in ExtraRule.objects.filter(enabled=True)
+    )
+    entries = AccessListEntry.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    ).values_list("kind", "user_id", "network")
+    users: dict[str, set[int]] = {"allow": set(), "deny": set()}
+    networks: dict[str, list] = {"allow": [], "deny": []}
+    for kind, user_id, network in entries:
+        if user_id:
+            users[kind].add(user_id)
+        elif network:
+            try:
+                networks[kind].append(ipaddress.ip_network(network, strict=False))
+            except ValueError:
+                continue  # validated on save; a hand-edited bad row must not break requests
+    return LimiterConfig(
+        plans=plans,
+        default_plan=default_limits,
+        layers=layers,
+        rules=rules,
+        allow_users=frozenset(users["allow"]),
+        deny_users=frozenset(users["deny"]),
+        allow_networks=tuple(networks["allow"]),
+        deny_networks=tuple(networks["deny"]),
+    )

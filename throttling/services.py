@@ -1,9 +1,44 @@
+"""The limiter service used by the DRF throttle classes, the rate-limit middleware and the
+chat websocket consumer, plus the monthly token quota and limiter alerts."""
+
 from __future__ import annotations
 
-from django.db.models import F
+import datetime as dt
+import ipaddress
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
 
-from .models import TokenUsage
-from .selectors import month_start
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from openspark.core.errors import ApplicationError
+
+from .limiter import LimitDecision, Rule, health, limiter_consume
+from .models import Alert, TokenUsage
+from .selectors import (
+    LimiterConfig,
+    limiter_config_get,
+    month_start,
+    next_month_start,
+    plan_for_user,
+    tokens_used_this_month,
+)
+
+logger = logging.getLogger(__name__)
+
+ALL_LAYERS = frozenset({"global", "ip", "plan", "endpoint"})
+ENDPOINT_GROUPS = (
+    ("/api/v1/conversations", "conversations"),
+    ("/api/v1/messages", "messages"),
+    ("/api/v1/knowledge", "knowledge"),
+)
+# Websocket `message.send` frames spend the same budget as POST /api/v1/messages.
+WEBSOCKET_MESSAGE_PATH = "/api/v1/messages/"
 
 
 def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
@@ -14,3 +49,341 @@ def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: i
         prompt_tokens=F("prompt_tokens") + max(0, prompt_tokens),
         completion_tokens=F("completion_tokens") + max(0, completion_tokens),
     )
+
+
+def quota_check(*, user) -> None:
+    """Refuse (429 `quota_exceeded`) when the user's plan's monthly token quota is used up;
+    a quota of 0 is unlimited. The chat service calls this before creating a message."""
+    quota = plan_for_user(user).monthly_token_quota
+    if not quota:
+        return
+    used = tokens_used_this_month(user=user)
+    if used < quota:
+        return
+    resets_at = next_month_start()
+    retry_after = max(1, math.ceil((resets_at - timezone.now()).total_seconds()))
+    raise ApplicationError(
+        _("Monthly token quota used up (%(used)s of %(quota)s); it resets at %(resets_at)s.")
+        % {"used": used, "quota": quota, "resets_at": resets_at.isoformat()},
+        code="quota_exceeded",
+        status_code=429,
+        details={"resets_at": resets_at.isoformat(), "quota": quota, "used": used},
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+# --- Identity -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: int | None
+    plan_id: int | None
+    ip: str
+
+    @property
+    def who(self) -> str:
+        return f"u:{self.user_id}" if self.user_id else f"ip:{self.ip}"
+
+
+def ip_normalize(raw: str) -> str | None:
+    """A canonical address; IPv6 clients are keyed by their /64, the block one host gets."""
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def client_ip(request) -> str:
+    """The client's address behind THROTTLE_TRUSTED_PROXY_COUNT reverse proxies. Each proxy
+    appends the peer it saw to X-Forwarded-For, so the client is the Nth entry from the
+    right; entries further left are whatever the client sent and are never trusted."""
+    peer = request.META.get("REMOTE_ADDR", "") or ""
+    proxies = settings.THROTTLE_TRUSTED_PROXY_COUNT
+    if proxies > 0:
+        forwarded = [p for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p]
+        if len(forwarded) >= proxies:
+            ip = ip_normalize(forwarded[-proxies])
+            if ip:
+                return ip
+    return ip_normalize(peer) or "unknown"
+
+
+class _ApiKeyCache:
+    """raw-key hash → (user id, plan id) for a few seconds, so resolving the caller's identity
+    for the limiter does not add a database query to every API-key request. Unknown keys are
+    cached too (as anonymous), so a flood of bad keys cannot turn into a flood of queries."""
+
+    TTL = 5.0
+    _MAX = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, int | None, int | None]] = {}
+
+    def get(self, raw_key: str) -> tuple[int | None, int | None]:
+        from accounts.authentication import api_key_resolve
+        from accounts.keys import api_key_hash
+
+        digest = api_key_hash(raw_key)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and entry[0] > now:
+            return entry[1], entry[2]
+        key = api_key_resolve(raw_key)
+        user_id, plan_id = (key.user_id, key.user.plan_id) if key else (None, None)
+        if len(self._entries) >= self._MAX:
+            self._entries.clear()
+        self._entries[digest] = (now + self.TTL, user_id, plan_id)
+        return user_id, plan_id
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+api_key_cache = _ApiKeyCache()
+
+
+def identity_resolve(request, *, user=None) -> Identity:
+    """Who is asking, cheaply and before authentication runs: a valid API key or session
+    user, else nobody (the IP layer). A bad API key counts as nobody, so failed-auth traffic
+    is limited per IP. `user`: an already-authenticated user (the DRF throttle path)."""
+    ip = client_ip(request)
+    if user is None:
+        # DRF's test client (force_authenticate) puts the user here, ahead of the middleware.
+        user = getattr(request, "_force_auth_user", None)
+    if user is None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if header[:7].lower() == "bearer ":
+            user_id, plan_id = api_key_cache.get(header[7:].strip())
+            return Identity(user_id, plan_id, ip)
+        user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return Identity(user.pk, getattr(user, "plan_id", None), ip)
+    return Identity(None, None, ip)
+
+
+def endpoint_group_for_path(path: str) -> str | None:
+    for prefix, group in ENDPOINT_GROUPS:
+        if path.startswith(prefix):
+            return group
+    return None
+
+
+# --- Rules ----------------------------------------------------------------------------------
+
+
+def _listed(config: LimiterConfig, identity: Identity, users, networks) -> bool:
+    if identity.user_id and identity.user_id in users:
+        return True
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_network(identity.ip, strict=False)
+    except ValueError:
+        return False
+    return any(address.version == net.version and address.subnet_of(net) for net in networks)
+
+
+def limiter_rules_build(
+    *, config: LimiterConfig, identity: Identity, path: str, layers: frozenset[str]
+) -> list[Rule] | None:
+    """The rules a request must pass, in one list for one round trip; None when the caller
+    is deny-listed. Allow-listed callers keep only the global layer."""
+    if _listed(config, identity, config.deny_users, config.deny_networks):
+        return None
+    allow_listed = _listed(config, identity, config.allow_users, config.allow_networks)
+    rules: list[Rule] = []
+    layer = config.layer("global")
+    if "global" in layers and layer.enabled:
+        limit = layer.limit or settings.THROTTLE_GLOBAL_LIMIT
+        rules.append(_rule("global", "all", limit, layer))
+    if allow_listed:
+        return rules
+    plan = config.plan(identity.plan_id)
+    who = identity.who
+    if identity.user_id is None:
+        layer = config.layer("ip")
+        if "ip" in layers and layer.enabled:
+            rules.append(_rule("ip", who, layer.limit or settings.THROTTLE_IP_LIMIT, layer))
+    else:
+        layer = config.layer("plan")
+        if "plan" in layers and layer.enabled:
+            rules.append(_rule("plan", who, plan.requests_per_minute, layer))
+    if "endpoint" in layers:
+        group = endpoint_group_for_path(path)
+        layer = config.layer("endpoint")
+        if group and layer.enabled and group in plan.endpoint_limits:
+            rules.append(_rule(f"endpoint:{group}", who, plan.endpoint_limits[group], layer))
+        for extra in config.rules:
+            if extra.plan_id is not None and extra.plan_id != plan.id:
+                continue
+            if not path.startswith(extra.path_prefix):
+                continue
+            extra_who = {"global": "all", "ip": f"ip:{identity.ip}"}.get(extra.key, who)
+            rules.append(
+                Rule(
+                    f"rule:{extra.name}",
+                    extra_who,
+                    extra.limit,
+                    extra.period,
+                    extra.algorithm,
+                    extra.shadow,
+                    extra.fail_closed,
+                )
+            )
+    return rules
+
+
+def _rule(layer_name: str, who: str, limit: int, layer) -> Rule:
+    return Rule(layer_name, who, limit, 60, layer.algorithm, layer.shadow, layer.fail_closed)
+
+
+BLOCKED = LimitDecision(allowed=False, layer="blocked", code="blocked")
+
+
+def limiter_check(*, identity: Identity, path: str, layers: frozenset[str]) -> LimitDecision:
+    """Check and consume every applicable layer in one Redis round trip, all-or-nothing."""
+    config = limiter_config_get()
+    rules = limiter_rules_build(config=config, identity=identity, path=path, layers=layers)
+    if rules is None:
+        return BLOCKED
+    decision = limiter_consume(rules=rules, who=identity.who)
+    _monitor(decision)
+    return decision
+
+
+def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS, user=None):
+    return limiter_check(
+        identity=identity_resolve(request, user=user), path=request.path, layers=layers
+    )
+
+
+def limiter_check_websocket(*, user, ip: str) -> LimitDecision:
+    """For the chat consumer's `message.send` frames: the same global, plan and `messages`
+    budgets as POST /api/v1/messages, in one round trip. Sync; wrap it with
+    database_sync_to_async in async code (it may read the limiter configuration)."""
+    if user is not None and user.is_authenticated:
+        identity = Identity(user.pk, getattr(user, "plan_id", None), ip_normalize(ip) or ip)
+    else:
+        identity = Identity(None, None, ip_normalize(ip) or ip or "unknown")
+    return limiter_check(identity=identity, path=WEBSOCKET_MESSAGE_PATH, layers=ALL_LAYERS)
+
+
+def limiter_status_get(*, identity: Identity) -> list:
+    """The caller's budget per layer, without consuming anything (one round trip)."""
+    config = limiter_config_get()
+    rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
+    if rules is None:
+        return []
+    for prefix, _group in ENDPOINT_GROUPS:
+        for rule in (
+            limiter_rules_build(
+                config=config, identity=identity, path=prefix + "/", layers=frozenset({"endpoint"})
+            )
+            or []
+        ):
+            if rule not in rules:
+                rules.append(rule)
+    return list(limiter_consume(rules=rules, who=identity.who, peek=True).states)
+
+
+# --- Monitoring and alerts ------------------------------------------------------------------
+
+
+class _DenyRate:
+    """This process's allowed/denied counts in the current minute, for the spike alert."""
+
+    def __init__(self) -> None:
+        self.minute = 0
+        self.total = 0
+        self.denied = 0
+        self.lock = threading.Lock()
+
+    def record(self, allowed: bool) -> tuple[int, int]:
+        minute = int(time.time() // 60)
+        with self.lock:
+            if minute != self.minute:
+                self.minute, self.total, self.denied = minute, 0, 0
+            self.total += 1
+            self.denied += 0 if allowed else 1
+            return self.total, self.denied
+
+
+_deny_rate = _DenyRate()
+
+
+def _monitor(decision: LimitDecision) -> None:
+    if decision.degraded:
+        if decision.code == "dependency_unavailable":
+            alert_raise(
+                kind=Alert.Kind.FAIL_CLOSED,
+                message="Rate limiter cannot reach Redis; fail-closed layers refuse requests.",
+                details={"error": health.last_error, "layer": decision.layer},
+            )
+        else:
+            alert_raise(
+                kind=Alert.Kind.FAIL_OPEN,
+                message="Rate limiter cannot reach Redis; using per-process fallback buckets.",
+                details={"error": health.last_error},
+            )
+        return
+    for state in decision.states:
+        if state.layer == "global" and state.remaining < state.limit * (
+            settings.THROTTLE_NEAR_LIMIT_RATIO
+        ):
+            alert_raise(
+                kind=Alert.Kind.GLOBAL_NEAR_LIMIT,
+                message="The global rate limit is nearly used up.",
+                details={"limit": state.limit, "remaining": state.remaining},
+            )
+    total, denied = _deny_rate.record(decision.allowed)
+    if (
+        not decision.allowed
+        and denied >= settings.THROTTLE_ALERT_DENY_MIN
+        and denied >= total * settings.THROTTLE_ALERT_DENY_RATIO
+    ):
+        alert_raise(
+            kind=Alert.Kind.DENY_SPIKE,
+            message="Many requests are being refused by the rate limiter.",
+            details={"denied": denied, "total": total, "last_layer": decision.layer},
+        )
+
+
+_alerts_raised: dict[str, float] = {}
+_alerts_lock = threading.Lock()
+
+
+def alert_raise(*, kind: str, message: str, details: dict | None = None) -> None:
+    """Log and record an alert for staff, de-duplicated: within THROTTLE_ALERT_DEDUP_SECONDS
+    a process writes one kind at most once, and the database row of the same kind is bumped
+    (count, last_seen) rather than duplicated. Never raises: alerting must not break a
+    request."""
+    now = time.monotonic()
+    window = settings.THROTTLE_ALERT_DEDUP_SECONDS
+    with _alerts_lock:
+        if _alerts_raised.get(kind, -math.inf) > now - window:
+            return
+        _alerts_raised[kind] = now
+    logger.warning("Rate limiter alert %s: %s %s", kind, message, details or {})
+    try:
+        moment = timezone.now()
+        updated = Alert.objects.filter(
+            kind=kind, acknowledged=False, last_seen__gte=moment - dt.timedelta(seconds=window)
+        ).update(count=F("count") + 1, last_seen=moment, details=details or {})
+        if not updated:
+            Alert.objects.create(
+                kind=kind, message=message, details=details or {}, last_seen=moment
+            )
+    except Exception:  # the database may be the thing that is down
+        logger.exception("Could not record rate limiter alert %s", kind)
+
+
+def alerts_reset_dedup() -> None:
+    """Forget which alerts this process raised (tests, and after staff acknowledge)."""
+    with _alerts_lock:
+        _alerts_raised.clear()

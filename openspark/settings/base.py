@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "openspark.core.middleware.ApiErrorMiddleware",
+    "throttling.middleware.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "openspark.urls"
@@ -210,6 +211,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "openspark.core.pagination.PageNumberPagination",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "throttling.throttles.GlobalRateThrottle",
+        "throttling.throttles.IpRateThrottle",
+        "throttling.throttles.PlanRateThrottle",
+        "throttling.throttles.EndpointGroupRateThrottle",
+    ],
     "PAGE_SIZE": 20,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -254,5 +261,19 @@ if EMAIL_URL:
 # --- Knowledge (RAG) ------------------------------------------------------------------------
 
 # --- Throttling -----------------------------------------------------------------------------
+# Defaults for the limiter (throttling/); staff override limits, algorithms, shadow and fail
+# modes per layer in the admin (Layer policies). Read lazily, so tests may override them.
+THROTTLE_GLOBAL_LIMIT = env.int("THROTTLE_GLOBAL_LIMIT", default=10_000)  # requests/min
+THROTTLE_IP_LIMIT = env.int("THROTTLE_IP_LIMIT", default=200)  # requests/min, no identity
+# Reverse proxies in front of the app that append to X-Forwarded-For; 0 = trust only the
+# socket peer, so a client cannot pick its own IP with a forged header.
+THROTTLE_TRUSTED_PROXY_COUNT = env.int("THROTTLE_TRUSTED_PROXY_COUNT", default=0)
+THROTTLE_REDIS_TIMEOUT = env.float("THROTTLE_REDIS_TIMEOUT", default=0.25)  # seconds
+THROTTLE_REDIS_RETRY_SECONDS = env.float("THROTTLE_REDIS_RETRY_SECONDS", default=1.0)
+THROTTLE_CONFIG_TTL = env.float("THROTTLE_CONFIG_TTL", default=2.0)  # admin edits apply within
+THROTTLE_NEAR_LIMIT_RATIO = 0.1  # "near the limit" = less than 10% of the budget left
+THROTTLE_ALERT_DEDUP_SECONDS = env.int("THROTTLE_ALERT_DEDUP_SECONDS", default=300)
+THROTTLE_ALERT_DENY_MIN = env.int("THROTTLE_ALERT_DENY_MIN", default=100)  # per process, minute
+THROTTLE_ALERT_DENY_RATIO = env.float("THROTTLE_ALERT_DENY_RATIO", default=0.5)
 
 # --- Caching --------------------------------------------------------------------------------
