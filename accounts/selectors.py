@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from throttling.selectors import plan_for_user, tokens_used_this_month
+from django.contrib.auth import get_user_model
+
+from openspark.core.cache import PLANS_SCOPE, USER_PROFILE, cached, user_scope
+from throttling.selectors import month_start, plan_for_user, tokens_used_this_month
 
 from .models import ApiKey
 
@@ -9,8 +12,18 @@ def api_key_list(*, user):
     return ApiKey.objects.filter(user=user).order_by("-created_at")
 
 
+@cached(
+    USER_PROFILE,
+    # The month is part of the key so "tokens used this month" starts over on the 1st.
+    key=lambda *, user: (user.id, month_start().isoformat()),
+    # User saves and token usage bump the user's scope; plan edits bump PLANS_SCOPE.
+    version_of=lambda *, user: [user_scope(user.id), PLANS_SCOPE],
+)
 def user_profile_get(*, user) -> dict:
     """What `GET /api/v1/me/` shows: the caller, their plan and their usage."""
+    # Re-read the row: the caller's object may predate a write whose version bump this read
+    # already saw, and a value computed from it would be cached under the new version.
+    user = get_user_model().objects.select_related("plan").get(pk=user.pk)
     plan = plan_for_user(user)
     used = tokens_used_this_month(user=user)
     return {
@@ -34,3 +47,9 @@ def user_profile_get(*, user) -> dict:
             else None,
         },
     }
+
+
+def user_profile_warm(*, user) -> int:
+    """Cache warmer (settings.CACHE_USER_WARMERS)."""
+    user_profile_get(user=user)
+    return 1

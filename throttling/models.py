@@ -26,6 +26,11 @@ class Plan(models.Model):
     is_default = models.BooleanField(
         default=False, help_text=_("Assigned to users who have no plan of their own.")
     )
+    ai_response_cache_enabled = models.BooleanField(
+        default=True,
+        help_text=_("Answer a repeated identical question from the cache (24 h) instead of "
+                    "calling the model again."),
+    )  # fmt: skip
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError
 
 from .limiter import LimitDecision, Rule, health, limiter_consume
@@ -49,6 +50,7 @@ def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: i
         prompt_tokens=F("prompt_tokens") + max(0, prompt_tokens),
         completion_tokens=F("completion_tokens") + max(0, completion_tokens),
     )
+    cache_bump(scope=user_scope(user_id))  # GET me/ shows tokens used: invalidate on commit
 
 
 def quota_check(*, user) -> None:

@@ -5,3 +5,12 @@ class CoreConfig(AppConfig):
     name = "openspark.core"
     label = "core"
     verbose_name = "OpenSpark core"
+
+    def ready(self) -> None:
+        from django.contrib import admin
+
+        from .cache import admin as cache_admin
+        from .cache import receivers, tasks  # noqa: F401 - registers the cache tasks
+
+        receivers.connect()
+        cache_admin.install(admin.site)

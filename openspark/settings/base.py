@@ -277,3 +277,31 @@ THROTTLE_ALERT_DENY_MIN = env.int("THROTTLE_ALERT_DENY_MIN", default=100)  # per
 THROTTLE_ALERT_DENY_RATIO = env.float("THROTTLE_ALERT_DENY_RATIO", default=0.5)
 
 # --- Caching --------------------------------------------------------------------------------
+# Read lazily by openspark.core.cache. TTLs are the plan's numbers (seconds); each can be
+# overridden with CACHE_TTL_<NAMESPACE>. `rate_limit` documents the limiter's own window keys.
+CACHE_ENABLED = env.bool("CACHE_ENABLED", default=True)
+CACHE_TTLS = {
+    namespace: env.int(f"CACHE_TTL_{namespace.upper()}", default=seconds)
+    for namespace, seconds in {
+        "user_profile": 60 * 60,
+        "user_conversations": 10 * 60,
+        "conversation_history": 30 * 60,
+        "document_content": 60 * 60,
+        "ai_response": 24 * 60 * 60,
+        "retrieval": 10 * 60,
+        "rate_limit": 60,
+    }.items()
+}
+CACHE_COMPRESS_MIN_BYTES = env.int("CACHE_COMPRESS_MIN_BYTES", default=1024)
+# How long one process may hold a key's compute lock before another takes over.
+CACHE_LOCK_TIMEOUT = env.float("CACHE_LOCK_TIMEOUT", default=10.0)
+# After a Redis failure, skip Redis for this long (requests go straight to the database).
+CACHE_REDIS_RETRY_SECONDS = env.float("CACHE_REDIS_RETRY_SECONDS", default=5.0)
+# Warm-up hooks (dotted paths): user warmers take (*, user), document warmers (*, document_ids).
+CACHE_USER_WARMERS = ["accounts.selectors.user_profile_warm"]
+CACHE_DOCUMENT_WARMERS: list[str] = []
+CACHE_WARM_HOT_DOCUMENTS = env.int("CACHE_WARM_HOT_DOCUMENTS", default=50)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "cache-warm-hot-documents": {"task": "cache_warm_hot_documents", "schedule": 15 * 60.0},
+}

@@ -1,0 +1,188 @@
+"""Redis access for the cache: the raw django-redis client, the Lua scripts that make each
+cache operation one round trip, and a breaker so a Redis outage costs one failed call per
+CACHE_REDIS_RETRY_SECONDS instead of one per request.
+
+Every function here raises `Unavailable` when Redis cannot answer; callers fall back to the
+database. Errors are logged once per outage, not once per request."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from django_redis import get_redis_connection
+from redis.exceptions import NoScriptError, RedisError
+
+logger = logging.getLogger("openspark.cache")
+
+T = TypeVar("T")
+
+# Version counters outlive any value (24 h at most); when one expires or is evicted it is
+# re-created from Redis' clock, which is larger than any value it had, so no key is reused.
+VERSION_TTL = 7 * 24 * 3600
+
+# Lua 5.1 prints large numbers in exponent form, so a new counter is built as a string:
+# seconds followed by six digits of microseconds.
+_NEW_COUNTER = """
+local function new_counter()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+if redis.replicate_commands then redis.replicate_commands() end
+"""
+
+# KEYS: n version counters, stats hash, hot set.
+# ARGV: base key, n, count (1/0), lock ms (0 = no lock), lock token, hot member, counter ttl.
+# Returns {hit, full key, value or lock-acquired flag, versions}.
+READ = (
+    _NEW_COUNTER
+    + """
+local n = tonumber(ARGV[2])
+local parts = {}
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    v = new_counter()
+    redis.call('SET', KEYS[i], v, 'EX', ARGV[7])
+  end
+  parts[i] = v
+end
+local versions = table.concat(parts, '.')
+local key = ARGV[1] .. '|' .. versions
+if ARGV[6] ~= '' then redis.call('ZINCRBY', KEYS[n + 2], 1, ARGV[6]) end
+local value = redis.call('GET', key)
+if value then
+  if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[n + 1], 'hits', 1) end
+  return {1, key, value, versions}
+end
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[n + 1], 'misses', 1) end
+local locked = 0
+if ARGV[4] ~= '0' and redis.call('SET', key .. ':lock', ARGV[5], 'NX', 'PX', ARGV[4]) then
+  locked = 1
+end
+return {0, key, locked, versions}
+"""
+)
+
+# KEYS: n version counters, stats hash. ARGV: n, versions read, full key, value, ttl, token.
+# Stores only if no counter moved since the read: a value computed before a write committed
+# would otherwise sit (unreachable, but using memory) under the old versions.
+STORE = """
+local n = tonumber(ARGV[1])
+local parts = {}
+for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
+local stored = 0
+if table.concat(parts, '.') == ARGV[2] then
+  redis.call('SET', ARGV[3], ARGV[4], 'EX', ARGV[5])
+  redis.call('HINCRBY', KEYS[n + 1], 'sets', 1)
+  stored = 1
+else
+  redis.call('HINCRBY', KEYS[n + 1], 'stale_sets_skipped', 1)
+end
+if ARGV[6] ~= '' and redis.call('GET', ARGV[3] .. ':lock') == ARGV[6] then
+  redis.call('DEL', ARGV[3] .. ':lock')
+end
+return stored
+"""
+
+# KEYS[1]: a lock. ARGV[1]: the token its holder set.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: version counters to move forward. ARGV[1]: ttl of a counter created here.
+BUMP = (
+    _NEW_COUNTER
+    + """
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 0 then redis.call('SET', k, new_counter(), 'EX', ARGV[1]) end
+  redis.call('INCR', k)
+end
+return #KEYS
+"""
+)
+
+_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (READ, STORE, RELEASE, BUMP)}
+
+
+class Unavailable(Exception):
+    """Redis did not answer (or the breaker is open); use the database."""
+
+
+class _Health:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down_until = 0.0
+        self.down = False
+        # Set when a version bump could not be delivered: until everything is invalidated,
+        # values cached before that write could be served once Redis is back.
+        self.invalidate_all = False
+
+    def reset(self) -> None:
+        with self.lock:
+            self.down_until = 0.0
+            self.down = False
+            self.invalidate_all = False
+
+
+health = _Health()
+
+
+def _failed(exc: BaseException) -> None:
+    with health.lock:
+        health.down_until = time.monotonic() + settings.CACHE_REDIS_RETRY_SECONDS
+        first = not health.down
+        health.down = True
+    if first:
+        logger.warning("Cache: Redis unavailable, reading from the database (%s)", exc)
+
+
+def _recovered(client) -> None:
+    with health.lock:
+        was_down, health.down = health.down, False
+        invalidate = health.invalidate_all
+    if was_down:
+        logger.warning("Cache: Redis reachable again")
+    if invalidate:
+        from .keys import global_version_key
+
+        _eval(client, BUMP, [global_version_key()], [VERSION_TTL])
+        with health.lock:
+            health.invalidate_all = False
+        logger.warning("Cache: invalidated every namespace after a missed version bump")
+
+
+def call(fn: Callable[..., T]) -> T:
+    """Run fn(client) against Redis; raise Unavailable on any Redis or socket failure."""
+    if time.monotonic() < health.down_until:
+        raise Unavailable("breaker open")
+    try:
+        client = get_redis_connection("default")
+        if health.down or health.invalidate_all:
+            _recovered(client)
+        return fn(client)
+    except (RedisError, OSError) as exc:
+        _failed(exc)
+        raise Unavailable(str(exc)) from exc
+
+
+def _eval(client, src: str, keys: list, args: list):
+    try:
+        return client.evalsha(_SHAS[src], len(keys), *keys, *args)
+    except NoScriptError:
+        return client.eval(src, len(keys), *keys, *args)
+
+
+def run(src: str, keys: list, args: list):
+    return call(lambda client: _eval(client, src, keys, args))
+
+
+def bump_missed() -> None:
+    with health.lock:
+        health.invalidate_all = True

@@ -1,0 +1,20 @@
+"""Warm-up tasks. Each takes ids, re-reads, and is idempotent (warming twice costs a hit)."""
+
+from celery import shared_task
+
+from .warmup import cache_warm_hot_documents_run, cache_warm_user_run
+
+
+@shared_task(name="cache_warm_user", ignore_result=False, soft_time_limit=60, time_limit=90)
+def cache_warm_user(user_id: int) -> int:
+    return cache_warm_user_run(user_id=user_id)
+
+
+@shared_task(name="cache_warm_users", soft_time_limit=600, time_limit=660)
+def cache_warm_users(user_ids: list[int]) -> int:
+    return sum(cache_warm_user_run(user_id=user_id) for user_id in user_ids)
+
+
+@shared_task(name="cache_warm_hot_documents", soft_time_limit=600, time_limit=660)
+def cache_warm_hot_documents(limit: int | None = None) -> int:
+    return cache_warm_hot_documents_run(limit=limit)

@@ -1,0 +1,52 @@
+import time
+import uuid
+
+import pytest
+from django.conf import settings as django_settings
+from django_redis import get_redis_connection
+
+from openspark.core.cache import backend, stats
+from throttling.models import Plan
+
+
+def reset_process_state() -> None:
+    backend.health.reset()
+    with stats._lock:
+        stats._pending.clear()
+
+
+@pytest.fixture(autouse=True)
+def _cache_state(settings):
+    """Fresh per-process cache state (breaker, unflushed stats); the limiter's counters under
+    a prefix of their own so a test's many reads are never refused with 429."""
+    settings.REDIS_KEY_PREFIX = f"{django_settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+    reset_process_state()
+    yield
+    reset_process_state()
+
+
+@pytest.fixture
+def redis_raw():
+    return get_redis_connection("default")
+
+
+def unlimited(user) -> None:
+    """Live servers share the run's limiter prefix: give the user a plan that never refuses."""
+    plan = Plan.objects.get(tier=Plan.Tier.ENTERPRISE)
+    plan.requests_per_minute = 1_000_000
+    plan.save(update_fields=["requests_per_minute"])
+    user.plan = plan
+    user.save(update_fields=["plan"])
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
+def ns_stats(body: dict, name: str) -> dict:
+    return next(ns for ns in body["namespaces"] if ns["name"] == name)
