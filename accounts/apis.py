@@ -5,6 +5,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from openspark.core.pagination import PageNumberPagination
+from throttling.selectors import next_month_start
+from throttling.services import limiter_usage_get
 
 from .selectors import api_key_list, user_profile_get
 from .services import api_key_create, api_key_revoke
@@ -26,11 +28,19 @@ class MeApi(APIView):
         is_staff = serializers.BooleanField()
         date_joined = serializers.DateTimeField()
         plan = PlanOutputSerializer()
-        tokens = serializers.DictField()
+        tokens = serializers.DictField(
+            help_text="used_this_month, quota (0 = unlimited), remaining, resets_at."
+        )
+        usage = serializers.DictField(
+            help_text="Per rate-limit layer: limit, used, remaining, reset (s) this minute."
+        )
 
     @extend_schema(responses=OutputSerializer, operation_id="me")
     def get(self, request):
-        return Response(self.OutputSerializer(user_profile_get(user=request.user)).data)
+        profile = user_profile_get(user=request.user)
+        profile["tokens"]["resets_at"] = next_month_start()
+        profile["usage"] = limiter_usage_get(request=request._request, user=request.user)
+        return Response(self.OutputSerializer(profile).data)
 
 
 class ApiKeyOutputSerializer(serializers.Serializer):

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ThrottlingConfig(AppConfig):
     name = "throttling"
     verbose_name = "Plans and limits"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401 - connects the limiter-config invalidation

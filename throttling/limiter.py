@@ -71,6 +71,7 @@ class LimitDecision:
 
 
 ALLOWED = LimitDecision(allowed=True)
+PEEK_UNAVAILABLE = LimitDecision(allowed=True, degraded=True)  # no states: Redis is down
 
 
 class _Backend:
@@ -201,7 +202,7 @@ def limiter_consume(*, rules: list[Rule], who: str = "", peek: bool = False) -> 
     if not rules:
         return ALLOWED
     if health.is_down():
-        return _unavailable(rules)
+        return PEEK_UNAVAILABLE if peek else _unavailable(rules)
     prefix = key_prefix()
     minute = int(time.time() // 60)
     keys = [f"{prefix}{rule.layer}:{rule.who}" for rule in rules]
@@ -224,7 +225,7 @@ def limiter_consume(*, rules: list[Rule], who: str = "", peek: bool = False) -> 
             reply = client.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
     except redis.exceptions.RedisError as error:
         health.mark_down(error)
-        return _unavailable(rules)
+        return PEEK_UNAVAILABLE if peek else _unavailable(rules)
     if not peek:
         micros = (time.perf_counter() - started) * 1e6
         _last_latency.field = f"lat:{latency_bucket(micros)}"

@@ -203,3 +203,122 @@ def _config_load() -> LimiterConfig:
         allow_networks=tuple(networks["allow"]),
         deny_networks=tuple(networks["deny"]),
     )
+
+
+# --- Monitoring -----------------------------------------------------------------------------
+
+
+def _parse_signature(field: str) -> tuple[bool, list[tuple[str, str]]]:
+    """'a|global,plan!' → (allowed, [(layer, flag)]); see throttling/lua/limiter.lua."""
+    outcome, _sep, body = field.partition("|")
+    parts = []
+    for item in body.split(","):
+        if item and item[-1] in "!~-":
+            parts.append((item[:-1], item[-1]))
+        elif item:
+            parts.append((item, ""))
+    return outcome == "a", parts
+
+
+def limiter_stats_get(*, minutes: int = 10) -> dict:
+    """Allowed/denied/near-limit/shadow-denied per layer per minute, top limited users and
+    IPs, limiter latency percentiles (from all processes' reports) and recent alerts.
+    Raises redis.RedisError when Redis is unreachable."""
+    from accounts.models import User
+
+    from .limiter import key_prefix, latency_bucket_upper, redis_client
+    from .models import Alert
+
+    prefix = key_prefix()
+    current = int(time.time() // 60)
+    window = list(range(current - minutes + 1, current + 1))
+    pipe = redis_client().pipeline(transaction=False)
+    for minute in window:
+        pipe.hgetall(f"{prefix}stats:{minute}")
+        pipe.zrevrange(f"{prefix}top:{minute}", 0, 49, withscores=True)
+    replies = pipe.execute()
+
+    per_minute, totals = [], {}
+    latency: dict[int, int] = {}
+    top: dict[str, int] = {}
+    for index, minute in enumerate(window):
+        counters, top_minute = replies[2 * index], replies[2 * index + 1]
+        layers: dict[str, dict[str, int]] = {}
+        requests = {"allowed": 0, "denied": 0}
+        for raw_field, raw_count in counters.items():
+            field_name, count = raw_field.decode(), int(raw_count)
+            if field_name.startswith("lat:"):
+                bucket = int(field_name[4:])
+                latency[bucket] = latency.get(bucket, 0) + count
+                continue
+            allowed, parts = _parse_signature(field_name)
+            requests["allowed" if allowed else "denied"] += count
+            for layer, flag in parts:
+                row = layers.setdefault(
+                    layer, {"allowed": 0, "denied": 0, "near_limit": 0, "shadow_denied": 0}
+                )
+                if flag == "-":
+                    row["denied"] += count
+                elif flag == "~":
+                    row["shadow_denied"] += count
+                if allowed and flag != "~":
+                    row["allowed"] += count
+                if flag == "!":
+                    row["near_limit"] += count
+        for layer, row in layers.items():
+            total = totals.setdefault(layer, dict.fromkeys(row, 0))
+            for name, value in row.items():
+                total[name] += value
+        for member, score in top_minute:
+            top[member.decode()] = top.get(member.decode(), 0) + int(score)
+        per_minute.append(
+            {
+                "minute": dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC),
+                "requests": requests,
+                "layers": layers,
+            }
+        )
+
+    ranked = sorted(top.items(), key=lambda item: -item[1])
+    user_counts = [(int(who[2:]), n) for who, n in ranked if who.startswith("u:")][:10]
+    names = dict(
+        User.objects.filter(pk__in=[uid for uid, _n in user_counts]).values_list("pk", "username")
+    )
+    return {
+        "minutes": per_minute,
+        "totals": totals,
+        "top_limited_users": [
+            {"user_id": uid, "username": names.get(uid, ""), "denied": n} for uid, n in user_counts
+        ],
+        "top_limited_ips": [
+            {"ip": who[3:], "denied": n} for who, n in ranked if who.startswith("ip:")
+        ][:10],
+        "latency_us": _latency_summary(latency, latency_bucket_upper),
+        "alerts": list(
+            Alert.objects.order_by("-last_seen").values(
+                "id",
+                "kind",
+                "message",
+                "details",
+                "count",
+                "first_seen",
+                "last_seen",
+                "acknowledged",
+            )[:20]
+        ),
+    }
+
+
+def _latency_summary(histogram: dict[int, int], upper) -> dict:
+    count = sum(histogram.values())
+    if not count:
+        return {"count": 0, "p50": None, "p99": None}
+    result = {"count": count}
+    for name, quantile in (("p50", 0.5), ("p99", 0.99)):
+        seen = 0
+        for bucket in sorted(histogram):
+            seen += histogram[bucket]
+            if seen >= quantile * count:
+                result[name] = round(upper(bucket))  # upper bound of the bucket, µs
+                break
+    return result

@@ -276,8 +276,18 @@ def limiter_check_websocket(*, user, ip: str) -> LimitDecision:
     return limiter_check(identity=identity, path=WEBSOCKET_MESSAGE_PATH, layers=ALL_LAYERS)
 
 
-def limiter_status_get(*, identity: Identity) -> list:
-    """The caller's budget per layer, without consuming anything (one round trip)."""
+def listed_get(*, config: LimiterConfig, identity: Identity) -> str | None:
+    """ "deny", "allow" or None: whether the caller is on the deny- or allow-list."""
+    if _listed(config, identity, config.deny_users, config.deny_networks):
+        return "deny"
+    if _listed(config, identity, config.allow_users, config.allow_networks):
+        return "allow"
+    return None
+
+
+def limiter_status_get(*, identity: Identity) -> list | None:
+    """The caller's budget per layer (every endpoint group included), without consuming
+    anything, in one round trip. [] when deny-listed; None when Redis is unreachable."""
     config = limiter_config_get()
     rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
     if rules is None:
@@ -285,13 +295,31 @@ def limiter_status_get(*, identity: Identity) -> list:
     for prefix, _group in ENDPOINT_GROUPS:
         for rule in (
             limiter_rules_build(
-                config=config, identity=identity, path=prefix + "/", layers=frozenset({"endpoint"})
+                config=config,
+                identity=identity,
+                path=prefix + "/",
+                layers=frozenset({"endpoint"}),
             )
             or []
         ):
             if rule not in rules:
                 rules.append(rule)
-    return list(limiter_consume(rules=rules, who=identity.who, peek=True).states)
+    decision = limiter_consume(rules=rules, who=identity.who, peek=True)
+    return None if decision.degraded else list(decision.states)
+
+
+def limiter_usage_get(*, request, user=None) -> dict:
+    """What `GET /api/v1/me/` shows: per layer, used and left of this minute's budget."""
+    states = limiter_status_get(identity=identity_resolve(request, user=user)) or []
+    return {
+        state.layer: {
+            "limit": state.limit,
+            "used": state.limit - state.remaining,
+            "remaining": state.remaining,
+            "reset": round(state.reset, 3),
+        }
+        for state in states
+    }
 
 
 # --- Monitoring and alerts ------------------------------------------------------------------

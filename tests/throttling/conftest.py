@@ -1,0 +1,51 @@
+import uuid
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from throttling import limiter
+from throttling.limiter import redis_client
+from throttling.selectors import limiter_config_invalidate
+from throttling.services import alerts_reset_dedup, api_key_cache
+
+
+def delete_limiter_keys(prefix: str, url: str | None = None) -> None:
+    client = redis.Redis.from_url(url) if url else redis_client()
+    keys = list(client.scan_iter(match=f"{prefix}:rl:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def _reset_process_state() -> None:
+    limiter_config_invalidate()
+    api_key_cache.clear()
+    alerts_reset_dedup()
+    limiter.health.down_until = 0.0
+    limiter._fallback._levels.clear()
+
+
+@pytest.fixture(autouse=True)
+def limiter_prefix(settings):
+    """Each test's limiter keys live under their own prefix (as Zulip does), so counters never
+    leak between tests; the keys are deleted afterwards."""
+    prefix = f"{django_settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+    url = django_settings.REDIS_URL  # a test may point the limiter at a Redis it then stops
+    settings.REDIS_KEY_PREFIX = prefix
+    _reset_process_state()
+    yield prefix
+    _reset_process_state()
+    delete_limiter_keys(prefix, url)
+
+
+@pytest.fixture
+def test_urls(settings):
+    settings.ROOT_URLCONF = "tests.throttling.urls_for_tests"
+
+
+@pytest.fixture
+def live_limiter_keys():
+    """Live servers run with the run-wide prefix; clear its limiter keys around the test."""
+    delete_limiter_keys("ostest")
+    yield
+    delete_limiter_keys("ostest")

@@ -1,0 +1,288 @@
+"""The limiter through the API (Django test client, real Redis): exact counts, headers,
+layers, admin changes, lists, quota, websocket frames and monitoring."""
+
+import re
+import time
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.services import api_key_create
+from tests.factories import UserFactory, plan
+from throttling.models import AccessListEntry, ExtraRule, LayerPolicy
+from throttling.services import limiter_check_websocket, quota_check, token_usage_record
+
+pytestmark = pytest.mark.django_db
+
+
+def _policy(layer: str, **fields) -> None:
+    policy = LayerPolicy.objects.get(layer=layer)
+    for name, value in fields.items():
+        setattr(policy, name, value)
+    policy.save()  # the save signal refreshes the limiter's configuration
+
+
+def _assert_headers_consistent(response) -> None:
+    limit = int(response["X-RateLimit-Limit"])
+    remaining = int(response["X-RateLimit-Remaining"])
+    reset = int(response["X-RateLimit-Reset"])
+    layer = re.match(r'"([^"]+)";q=(\d+);w=(\d+)$', response["RateLimit-Policy"])
+    assert layer and int(layer.group(2)) == limit and layer.group(3) == "60"
+    assert response["RateLimit"] == f'"{layer.group(1)}";r={remaining};t={reset}'
+    assert 0 <= remaining <= limit
+
+
+def test_free_user_blasting_150_requests_gets_100(auth_client):
+    started = time.monotonic()
+    responses = [auth_client.get("/api/v1/me/") for _ in range(150)]
+    elapsed = time.monotonic() - started
+    statuses = [r.status_code for r in responses]
+    admitted = statuses.count(200)
+    # docs/throttling.md: a token bucket admits at most limit + limit * t / 60 in t seconds.
+    assert 100 <= admitted <= 100 + int(100 * elapsed / 60) + 1
+    assert statuses.count(429) == 150 - admitted
+    assert set(statuses) == {200, 429}
+    first = responses[0]
+    assert first["RateLimit-Policy"] == '"plan";q=100;w=60'
+    assert first["X-RateLimit-Remaining"] == "99"
+    for response in responses:
+        _assert_headers_consistent(response)
+    refused = [r for r in responses if r.status_code == 429]
+    for response in refused:
+        assert response["X-RateLimit-Remaining"] == "0"
+        assert int(response["Retry-After"]) >= 1
+        error = response.json()["error"]
+        assert error["code"] == "rate_limited"
+        assert error["details"]["layer"] == "plan"
+        assert error["details"]["limit"] == 100
+    # Remaining counts down with the admitted requests (refills may give a token back).
+    refill = int(100 * elapsed / 60) + 1
+    admitted_remaining = [
+        int(r["X-RateLimit-Remaining"]) for r in responses if r.status_code == 200
+    ]
+    for count, remaining in enumerate(admitted_remaining, start=1):
+        assert 100 - count <= remaining <= 100 - count + refill
+
+
+def test_plan_change_in_the_admin_takes_effect(user):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    for _ in range(100):
+        client.get("/api/v1/me/")
+    assert client.get("/api/v1/me/").status_code == 429
+
+    admin = Client()
+    admin.force_login(staff)
+    response = admin.post(
+        f"/admin/accounts/user/{user.pk}/change/",
+        {
+            "username": user.username,
+            "email": user.email,
+            "is_active": "on",
+            "date_joined_0": user.date_joined.strftime("%Y-%m-%d"),
+            "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+            "plan": plan("pro").pk,
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    user.refresh_from_db()
+    client.force_authenticate(user)
+    response = client.get("/api/v1/me/")
+    # The used part of the bucket carries over; the pro limit applies at once.
+    assert response.status_code == 200
+    assert response["X-RateLimit-Limit"] == "500"
+    assert 395 <= int(response["X-RateLimit-Remaining"]) <= 400
+
+
+def test_plan_limit_edited_in_the_admin_takes_effect(auth_client, staff_user):
+    assert auth_client.get("/api/v1/me/")["X-RateLimit-Limit"] == "100"
+    free = plan("free")
+    admin = Client()
+    admin.force_login(staff_user)
+    response = admin.post(
+        f"/admin/throttling/plan/{free.pk}/change/",
+        {
+            "tier": "free", "name": free.name, "is_default": "on",
+            "requests_per_minute": 7, "conversations_per_minute": 60,
+            "messages_per_minute": 120, "knowledge_per_minute": 30,
+            "monthly_token_quota": free.monthly_token_quota,
+        },
+    )  # fmt: skip
+    assert response.status_code == 302
+    statuses = [auth_client.get("/api/v1/me/").status_code for _ in range(8)]
+    assert statuses == [200] * 6 + [429, 429]  # 1 + 6 = 7 admitted
+
+
+def test_endpoint_group_limits(auth_client, test_urls):
+    statuses = [auth_client.get("/api/v1/knowledge/_t/").status_code for _ in range(32)]
+    assert statuses == [200] * 30 + [429, 429]
+    refused = auth_client.get("/api/v1/knowledge/_t/")
+    assert refused.json()["error"]["details"]["layer"] == "endpoint:knowledge"
+    assert refused["RateLimit-Policy"] == '"endpoint:knowledge";q=30;w=60'
+    # Other groups have their own budgets.
+    ok = auth_client.post("/api/v1/conversations/_t/")
+    assert ok.status_code == 201
+    assert ok["RateLimit-Policy"] == '"endpoint:conversations";q=60;w=60'
+    # All-or-nothing: the refused knowledge requests cost the plan layer nothing.
+    usage = auth_client.get("/api/v1/me/").json()["usage"]
+    assert usage["plan"]["used"] in (32, 33)  # 30 + 1 conversation + this call (+1 refill)
+    assert usage["endpoint:messages"]["used"] == 0
+
+
+def test_ip_layer_for_anonymous_and_failed_auth_traffic(api_client):
+    _policy("ip", limit=20)
+    bad_key = {"HTTP_AUTHORIZATION": "Bearer osk_not-a-real-key"}
+    statuses = [api_client.get("/api/v1/me/").status_code for _ in range(10)]
+    statuses += [api_client.get("/api/v1/me/", **bad_key).status_code for _ in range(10)]
+    statuses += [api_client.get("/api/v1/nope/").status_code for _ in range(2)]
+    assert statuses == [401] * 20 + [429, 429]
+    refused = api_client.get("/api/v1/me/")
+    assert refused.json()["error"]["details"]["layer"] == "ip"
+    # Another address has its own budget; a forged X-Forwarded-For is ignored by default.
+    assert api_client.get("/api/v1/me/", REMOTE_ADDR="10.9.8.7").status_code == 401
+    spoofed = api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR="10.9.8.6")
+    assert spoofed.status_code == 429
+
+
+def test_client_ip_behind_trusted_proxies(api_client, settings):
+    _policy("ip", limit=2)
+    settings.THROTTLE_TRUSTED_PROXY_COUNT = 1
+    # The proxy appended the real client (last entry); the first entry is the client's forgery.
+    for forged in ("1.1.1.1", "2.2.2.2"):
+        api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR=f"{forged}, 203.0.113.5")
+    refused = api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR="3.3.3.3, 203.0.113.5")
+    assert refused.status_code == 429
+    other = api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.6")
+    assert other.status_code == 401
+
+
+def test_deny_list_user_and_cidr(auth_client, user, api_client):
+    AccessListEntry.objects.create(kind="deny", user=user)
+    response = auth_client.get("/api/v1/me/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "blocked"
+    AccessListEntry.objects.create(kind="deny", network="10.0.0.0/8")
+    blocked = api_client.get("/api/v1/me/", REMOTE_ADDR="10.20.30.40")
+    assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "blocked"
+    assert api_client.get("/api/v1/me/", REMOTE_ADDR="11.0.0.1").status_code == 401
+
+
+def test_allow_list_skips_every_layer_but_global(auth_client, user, api_client):
+    _policy("global", limit=150)
+    AccessListEntry.objects.create(kind="allow", user=user)
+    statuses = [auth_client.get("/api/v1/me/").status_code for _ in range(120)]
+    assert statuses == [200] * 120  # beyond the free plan's 100
+    assert auth_client.get("/api/v1/me/")["RateLimit-Policy"] == '"global";q=150;w=60'
+    AccessListEntry.objects.create(kind="allow", network="2001:db8::/32")
+    _policy("ip", limit=1)
+    ipv6 = [api_client.get("/api/v1/me/", REMOTE_ADDR="2001:db8::1").status_code for _ in range(3)]
+    assert ipv6 == [401, 401, 401]  # allow-listed range: the IP layer does not apply
+    assert [api_client.get("/api/v1/me/", REMOTE_ADDR="2001:db9::1").status_code
+            for _ in range(2)] == [401, 429]  # fmt: skip
+    statuses = [auth_client.get("/api/v1/me/").status_code for _ in range(40)]
+    assert 429 in statuses  # the global layer still applies
+    assert auth_client.get("/api/v1/me/").json()["error"]["details"]["layer"] == "global"
+
+
+def test_websocket_frames_share_the_messages_budget(user, test_urls):
+    user.plan = plan("enterprise")  # 2,000/min: the messages group (120) is the binding layer
+    user.save()
+    client = APIClient()
+    client.force_authenticate(user)
+    frames = [limiter_check_websocket(user=user, ip="127.0.0.1") for _ in range(60)]
+    assert all(d.allowed for d in frames)
+    statuses = [client.post("/api/v1/messages/_t/").status_code for _ in range(61)]
+    assert statuses == [201] * 60 + [429]
+    refused = limiter_check_websocket(user=user, ip="127.0.0.1")
+    assert not refused.allowed
+    assert refused.layer == "endpoint:messages"
+    assert 0 < refused.retry_after <= 1
+
+
+def test_extra_rule_and_shadow_mode(auth_client, test_urls):
+    ExtraRule.objects.create(name="kb-burst", path_prefix="/api/v1/knowledge/", limit=3)
+    statuses = [auth_client.get("/api/v1/knowledge/_t/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    _policy("plan", shadow=True)
+    plan_free = plan("free")
+    plan_free.requests_per_minute = 5
+    plan_free.save()
+    statuses = [auth_client.get("/api/v1/me/").status_code for _ in range(10)]
+    assert statuses == [200] * 10  # counted, not refused
+
+
+def test_unthrottled_view_is_not_limited(auth_client, test_urls):
+    response = auth_client.get("/api/v1/_t/unthrottled/")
+    assert response.status_code == 200
+    assert "X-RateLimit-Limit" not in response
+
+
+def test_quota_exhaustion(auth_client, user, test_urls):
+    quota = plan("free").monthly_token_quota
+    assert quota_check(user=user) is None
+    token_usage_record(user_id=user.id, prompt_tokens=quota - 1, completion_tokens=0)
+    assert auth_client.post("/api/v1/_t/quota/").status_code == 201
+    token_usage_record(user_id=user.id, prompt_tokens=0, completion_tokens=1)
+    response = auth_client.post("/api/v1/_t/quota/")
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["details"]["resets_at"].endswith("-01T00:00:00+00:00")
+    assert int(response["Retry-After"]) > 0
+    tokens = auth_client.get("/api/v1/me/").json()["tokens"]
+    assert tokens["remaining"] == 0
+    assert tokens["resets_at"] == error["details"]["resets_at"].replace("+00:00", "Z")
+
+
+def test_unlimited_quota_never_refuses(user):
+    enterprise = plan("enterprise")
+    enterprise.monthly_token_quota = 0
+    enterprise.save()
+    user.plan = enterprise
+    user.save()
+    token_usage_record(user_id=user.id, prompt_tokens=10**9, completion_tokens=0)
+    assert quota_check(user=user) is None
+
+
+def test_me_and_status_show_usage_per_layer(auth_client):
+    for _ in range(4):
+        auth_client.get("/api/v1/me/")
+    usage = auth_client.get("/api/v1/me/").json()["usage"]
+    assert usage["plan"]["limit"] == 100 and usage["plan"]["used"] == 5
+    assert usage["endpoint:knowledge"] == {"limit": 30, "used": 0, "remaining": 30, "reset": 0.0}
+    status = auth_client.get("/api/v1/rate-limit/status/").json()
+    layers = {layer["layer"]: layer for layer in status["layers"]}
+    assert set(layers) >= {"global", "plan", "endpoint:conversations", "endpoint:messages"}
+    assert layers["plan"]["remaining"] == 94
+    assert status["authenticated"] and not status["blocked"]
+
+
+def test_stats_are_staff_only_and_count_per_layer(auth_client, user, staff_user):
+    assert auth_client.get("/api/v1/rate-limit/stats/").status_code == 403
+    for _ in range(103):
+        auth_client.get("/api/v1/me/")
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    stats = staff.get("/api/v1/rate-limit/stats/?minutes=5").json()
+    plan_totals = stats["totals"]["plan"]
+    assert plan_totals["denied"] >= 3
+    assert plan_totals["allowed"] >= 100
+    assert plan_totals["near_limit"] >= 9  # the last 10% of the budget
+    assert stats["top_limited_users"][0] == {
+        "user_id": user.id, "username": user.username, "denied": plan_totals["denied"]
+    }  # fmt: skip
+    assert stats["latency_us"]["count"] >= 100
+    assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["p99"]
+    assert staff.get("/api/v1/rate-limit/stats/?minutes=0").status_code == 400
+
+
+def test_api_key_identity_uses_the_users_plan(user):
+    user.plan = plan("enterprise")
+    user.save()
+    _key, raw = api_key_create(user=user, name="ci")
+    client = APIClient()
+    response = client.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200
+    assert response["RateLimit-Policy"] == '"plan";q=2000;w=60'

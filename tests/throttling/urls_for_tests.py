@@ -1,0 +1,39 @@
+"""No-op views under the endpoint-group prefixes (their real views are built elsewhere), and
+a view that calls quota_check the way the chat service does."""
+
+from django.urls import include, path
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from throttling.services import quota_check
+
+
+class NoopApi(APIView):
+    def get(self, request):
+        return Response({"ok": True})
+
+    def post(self, request):
+        return Response({"ok": True}, status=201)
+
+
+class QuotaApi(APIView):
+    def post(self, request):
+        quota_check(user=request.user)
+        return Response({"ok": True}, status=201)
+
+
+class UnthrottledApi(APIView):
+    throttle_classes = []
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("api/v1/conversations/_t/", NoopApi.as_view()),
+    path("api/v1/messages/_t/", NoopApi.as_view()),
+    path("api/v1/knowledge/_t/", NoopApi.as_view()),
+    path("api/v1/_t/quota/", QuotaApi.as_view()),
+    path("api/v1/_t/unthrottled/", UnthrottledApi.as_view()),
+    path("", include("openspark.urls")),
+]
