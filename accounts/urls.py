@@ -8,6 +8,7 @@ account_patterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
+    path("", views.account, name="account"),
 ]
 
 urlpatterns = [

@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
@@ -60,6 +61,38 @@ def signup(request):
         messages.success(request, _("Welcome to OpenSpark!"))
         return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "accounts/signup.html", {"form": form})
+
+
+ACCOUNT_JS_STRINGS = {
+    "plan": _lazy("Plan"),
+    "rpm": _lazy("Requests per minute"),
+    "endpoint": _lazy("Endpoint group"),
+    "tokens": _lazy("Tokens this month"),
+    "usage": _lazy("Used this minute"),
+    "noKeys": _lazy("No API keys yet."),
+    "name": _lazy("Name"),
+    "prefix": _lazy("Key"),
+    "created": _lazy("Created"),
+    "expires": _lazy("Expires"),
+    "status": _lazy("Status"),
+    "actions": _lazy("Actions"),
+    "active": _lazy("Active"),
+    "revoked": _lazy("Revoked"),
+    "revoke": _lazy("Revoke"),
+    "confirmRevoke": _lazy("Revoke this key? Programs using it stop working."),
+    "nameRequired": _lazy("Please give the key a name."),
+    "newKey": _lazy("Your new API key"),
+    "copy": _lazy("Copy"),
+    "copied": _lazy("Copied"),
+    "shownOnce": _lazy("Copy your key now — it will not be shown again."),
+    "network": _lazy("Network error — check your connection."),
+}
+
+
+@login_required
+def account(request):
+    strings = {key: str(value) for key, value in ACCOUNT_JS_STRINGS.items()}
+    return render(request, "accounts/account.html", {"js_strings": strings})
 
 
 @login_required

@@ -73,10 +73,11 @@ def start_asgi_server(log_dir: Path, *, env: dict | None = None, workers: int = 
         if server.process.poll() is not None:
             raise RuntimeError(f"ASGI server exited:\n{server.log()}")
         try:
-            httpx.get(f"{server.url}/healthz", timeout=2)
-            return server
+            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                return server
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"ASGI server did not start:\n{server.log()}")
 

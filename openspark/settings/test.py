@@ -7,7 +7,10 @@ from openspark.embedded import ensure_test_redis
 # Before base settings read them: without REDIS_URL, tests run on an embedded real Redis, and
 # test keys get their own prefix so a run never touches the keys of a running product.
 ensure_test_redis()
-os.environ.setdefault("REDIS_KEY_PREFIX", "ostest")
+# One id per test run, inherited by the servers it spawns: concurrent runs on one machine get
+# their own test database and Redis keys (queues included) and never consume each other's work.
+RUN_ID = os.environ.setdefault("OPENSPARK_TEST_RUN_ID", str(os.getpid()))
+os.environ.setdefault("REDIS_KEY_PREFIX", f"ostest{RUN_ID}")
 
 from .base import *  # noqa: E402, F403
 from .base import DATABASES, STATIC_ROOT, VAR_DIR, env  # noqa: E402
@@ -20,7 +23,9 @@ LANGUAGE_CODE = "en"
 # Worker and ASGI subprocesses started by tests must see the same test database, so the
 # SQLite test database is a file (an in-memory one exists only inside the pytest process).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_openspark.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_openspark_{RUN_ID}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_openspark_{RUN_ID}"}
 
 MEDIA_ROOT = VAR_DIR / "test-media"
 LOGIN_RATE_LIMIT = "5/m"
@@ -31,7 +36,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missi
 # they open the test database that pytest-django created, not the development one.
 if env.bool("OPENSPARK_USE_TEST_DB", default=False):
     _db = DATABASES["default"]
-    _db["NAME"] = _db.get("TEST", {}).get("NAME") or f"test_{_db['NAME']}"
+    _db["NAME"] = _db["TEST"]["NAME"]
 
 # Celery keys of a test run never mix with those of a product sharing the same Redis.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": "ostest:"}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "global_keyprefix": f"ostest{RUN_ID}:",
+}

@@ -1,0 +1,120 @@
+// Account page: profile, plan limits, usage, API keys (created once, listed, revoked).
+import { api, el, t } from "./api.js";
+
+const root = document.getElementById("account");
+
+function fmt(n) {
+  return n === null || n === undefined ? "—" : Number(n).toLocaleString();
+}
+
+async function renderProfile() {
+  const box = document.getElementById("profile");
+  try {
+    const me = await api("me/");
+    const rows = [
+      [t("plan", "Plan"), me.plan.name],
+      [t("rpm", "Requests per minute"), fmt(me.plan.requests_per_minute)],
+      ...Object.entries(me.plan.endpoint_limits || {}).map(([group, limit]) => [
+        `${t("endpoint", "Endpoint group")}: ${group}`,
+        `${fmt(limit)}/min`,
+      ]),
+      [t("tokens", "Tokens this month"), `${fmt(me.tokens.used_this_month)} / ${me.tokens.quota ? fmt(me.tokens.quota) : "∞"}`],
+    ];
+    if (me.usage && typeof me.usage === "object") {
+      for (const [layer, info] of Object.entries(me.usage)) {
+        if (info && typeof info === "object" && "limit" in info) {
+          rows.push([`${t("usage", "Used this minute")}: ${layer}`, `${fmt(info.used ?? info.limit - info.remaining)} / ${fmt(info.limit)}`]);
+        }
+      }
+    }
+    box.replaceChildren(
+      el("h2", {}, me.username),
+      el("dl", { class: "plan", "data-testid": "plan", "data-plan-tier": me.plan.tier },
+        rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+    );
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "form-error", role: "alert" }, err.message));
+  }
+}
+
+async function renderKeys() {
+  const list = document.getElementById("key-list");
+  try {
+    const page = await api("api-keys/?page_size=100");
+    if (!page.results.length) {
+      list.replaceChildren(el("p", { class: "muted" }, t("noKeys", "No API keys yet.")));
+      return;
+    }
+    list.replaceChildren(
+      el("table", { class: "keys" },
+        el("thead", {}, el("tr", {},
+          el("th", { scope: "col" }, t("name", "Name")),
+          el("th", { scope: "col" }, t("prefix", "Key")),
+          el("th", { scope: "col" }, t("created", "Created")),
+          el("th", { scope: "col" }, t("expires", "Expires")),
+          el("th", { scope: "col" }, t("status", "Status")),
+          el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, t("actions", "Actions"))))),
+        el("tbody", {}, page.results.map((key) => el("tr", { "data-key-id": key.id },
+          el("td", {}, key.name),
+          el("td", {}, el("code", {}, `${key.prefix}…`)),
+          el("td", {}, new Date(key.created_at).toLocaleString()),
+          el("td", {}, key.expires_at ? new Date(key.expires_at).toLocaleString() : "—"),
+          el("td", {}, key.is_active ? t("active", "Active") : t("revoked", "Revoked")),
+          el("td", {}, key.is_active
+            ? el("button", { type: "button", class: "danger", onclick: () => revoke(key) }, t("revoke", "Revoke"))
+            : ""),
+        ))),
+      ),
+    );
+  } catch (err) {
+    list.replaceChildren(el("p", { class: "form-error", role: "alert" }, err.message));
+  }
+}
+
+async function revoke(key) {
+  if (!window.confirm(t("confirmRevoke", "Revoke this key? Programs using it stop working."))) return;
+  await api(`api-keys/${key.id}/`, { method: "DELETE" });
+  await renderKeys();
+}
+
+function bindCreate() {
+  const form = document.getElementById("key-form");
+  const out = document.getElementById("new-key");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = form.elements.name.value.trim();
+    const error = form.querySelector(".form-error");
+    error.textContent = "";
+    if (!name) {
+      error.textContent = t("nameRequired", "Please give the key a name.");
+      return;
+    }
+    const expires = form.elements.expires_at.value;
+    try {
+      const created = await api("api-keys/", {
+        method: "POST",
+        body: { name, expires_at: expires ? new Date(expires).toISOString() : null },
+      });
+      const input = el("input", { id: "new-key-value", readonly: true, value: created.key, "aria-label": t("newKey", "Your new API key") });
+      const copy = el("button", { type: "button", onclick: async () => {
+        input.select();
+        try { await navigator.clipboard.writeText(created.key); } catch { document.execCommand("copy"); }
+        copy.textContent = t("copied", "Copied");
+      } }, t("copy", "Copy"));
+      out.replaceChildren(
+        el("p", { role: "status" }, t("shownOnce", "Copy your key now — it will not be shown again.")),
+        el("div", { class: "row" }, input, copy),
+      );
+      form.reset();
+      await renderKeys();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+}
+
+if (root) {
+  bindCreate();
+  renderProfile();
+  renderKeys();
+}
