@@ -4,7 +4,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from throttling import limiter
+from throttling import limiter, services
 from throttling.limiter import redis_client
 from throttling.selectors import limiter_config_invalidate
 from throttling.services import alerts_reset_dedup, api_key_cache
@@ -23,6 +23,7 @@ def _reset_process_state() -> None:
     alerts_reset_dedup()
     limiter.health.down_until = 0.0
     limiter._fallback._levels.clear()
+    services._deny_rate.minute = 0
 
 
 @pytest.fixture(autouse=True)
