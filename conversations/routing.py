@@ -1,3 +1,7 @@
-"""Websocket routes (the chat consumer is added by the chat pipeline)."""
+"""Websocket routes; openspark.asgi wraps them in the origin check and session auth."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from .consumers import ChatConsumer
+
+websocket_urlpatterns = [path("ws/chat/", ChatConsumer.as_asgi())]

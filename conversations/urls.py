@@ -1,3 +1,43 @@
 """conversations API routes (under /api/v1/)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .apis import (
+    ConversationDetailApi,
+    ConversationListCreateApi,
+    ConversationMessagesApi,
+    MessageDetailApi,
+    MessageFeedbackApi,
+    MessageRegenerateApi,
+    MessageSendApi,
+    MessageStopApi,
+)
+from .sse import message_stream
+
+urlpatterns = [
+    path("conversations/", ConversationListCreateApi.as_view(), name="conversations"),
+    path(
+        "conversations/<int:conversation_id>/",
+        ConversationDetailApi.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/",
+        ConversationMessagesApi.as_view(),
+        name="conversation-messages",
+    ),
+    path("messages/", MessageSendApi.as_view(), name="messages"),
+    path("messages/<int:message_id>/", MessageDetailApi.as_view(), name="message-detail"),
+    path("messages/<int:message_id>/stream", message_stream, name="message-stream"),
+    path("messages/<int:message_id>/stop", MessageStopApi.as_view(), name="message-stop"),
+    path(
+        "messages/<int:message_id>/regenerate",
+        MessageRegenerateApi.as_view(),
+        name="message-regenerate",
+    ),
+    path(
+        "messages/<int:message_id>/feedback",
+        MessageFeedbackApi.as_view(),
+        name="message-feedback",
+    ),
+]

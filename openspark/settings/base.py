@@ -257,6 +257,24 @@ if EMAIL_URL:
     vars().update(env.email_url("EMAIL_URL"))
 
 # --- Chat (conversations) -------------------------------------------------------------------
+# Read lazily by conversations/ (getattr with the same defaults), so tests can override them.
+CHAT_SYSTEM_PROMPT = env(
+    "CHAT_SYSTEM_PROMPT",
+    default="You are OpenSpark, a helpful assistant. Answer clearly and concisely.",
+)
+CHAT_HISTORY_TOKEN_BUDGET = env.int("CHAT_HISTORY_TOKEN_BUDGET", default=3000)
+CHAT_HISTORY_MAX_MESSAGES = env.int("CHAT_HISTORY_MAX_MESSAGES", default=20)
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+CHAT_REPLY_MAX_TOKENS = env.int("CHAT_REPLY_MAX_TOKENS", default=0)  # 0: the model's default
+CHAT_DELTA_BATCH_SECONDS = env.float("CHAT_DELTA_BATCH_SECONDS", default=0.05)
+CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+CHAT_REPLY_LOG_TTL = env.int("CHAT_REPLY_LOG_TTL", default=600)
+# Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.
+CHAT_REPLY_LEASE_SECONDS = env.int("CHAT_REPLY_LEASE_SECONDS", default=180)
+CHAT_SSE_KEEPALIVE_SECONDS = env.float("CHAT_SSE_KEEPALIVE_SECONDS", default=15.0)
+# Empty: the default Celery queue. Set (e.g. "chat") to run replies on dedicated workers with
+# a large thread pool, apart from CPU-bound ingestion.
+CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="")
 
 # --- Knowledge (RAG) ------------------------------------------------------------------------
 

@@ -1,0 +1,319 @@
+"""The chat websocket `/ws/chat/` (protocol in docs/chat.md): authenticate, parse a frame,
+call a service, relay the conversation group's events.
+
+What a socket has already been sent is tracked per reply (`seq`), so a reply can reach it
+from two sides at once (the reply log when it joins, the group afterwards) without gaps or
+duplicates; see the ordering rule in realtime.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from openspark.core.errors import ApplicationError
+from openspark.llm import provider_status
+
+from . import realtime
+from .models import Message
+from .selectors import conversation_get_for_user, message_get, replies_unfinished
+from .serializers import conversation_data, message_created_event, reply_final_event
+from .services import message_send, reply_stop
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+MAX_FRAME_CHARS = 256 * 1024
+
+
+class MessageSendFrame(serializers.Serializer):
+    conversation_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    content = serializers.CharField()
+    knowledge_base_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, max_length=50
+    )
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class MessageStopFrame(serializers.Serializer):
+    message_id = serializers.IntegerField(min_value=1)
+
+
+class ConversationJoinFrame(serializers.Serializer):
+    conversation_id = serializers.IntegerField(min_value=1)
+    # {"<reply id>": <last seq the client has>} for a client resuming after a reconnect.
+    last_seq = serializers.DictField(
+        child=serializers.IntegerField(min_value=0), required=False, default=dict
+    )
+
+    def validate_last_seq(self, value: dict) -> dict[int, int]:
+        if len(value) > 50 or not all(str(key).isdigit() and len(str(key)) < 19 for key in value):
+            raise serializers.ValidationError("Keys must be reply ids.")
+        return {int(key): seq for key, seq in value.items()}
+
+
+class ConversationLeaveFrame(serializers.Serializer):
+    conversation_id = serializers.IntegerField(min_value=1)
+
+
+def _provider_status() -> dict[str, Any]:
+    try:
+        return provider_status()
+    except Exception:  # a misconfigured provider must not break the socket
+        logger.exception("provider_status failed")
+        return {"name": "unknown", "model": "", "offline": False}
+
+
+@database_sync_to_async
+def _send(*, user, frame: dict) -> dict:
+    message, reply, _task_id = message_send(user=user, **frame)
+    return message_created_event(message=message, reply=reply, client_id=frame.get("client_id", ""))
+
+
+@database_sync_to_async
+def _join(*, user, conversation_id: int, resume: list[int]) -> tuple[dict, list[dict], list[int]]:
+    """The conversation, the final events of resumed replies that ended meanwhile, and the
+    ids of replies still running."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    finished = Message.objects.filter(
+        id__in=resume, conversation=conversation, status__in=Message.FINISHED
+    )
+    unfinished = replies_unfinished(conversation_id=conversation_id)
+    return (
+        conversation_data(conversation),
+        [reply_final_event(message) for message in finished],
+        [reply.id for reply in unfinished],
+    )
+
+
+@database_sync_to_async
+def _message_state(message_id: int) -> tuple[dict | None, int, str]:
+    """(final event or None, checkpoint seq, checkpoint text) from the database."""
+    message = message_get(message_id=message_id)
+    if message is None:
+        return None, 0, ""
+    if message.is_finished:
+        return reply_final_event(message), message.last_seq, message.content
+    return None, message.last_seq, message.content
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        self.conversations: set[int] = set()
+        self.sent_seq: dict[int, int] = {}  # reply id → last seq sent
+        self.announced: set[int] = set()  # replies whose message.created was sent
+        self.finished: set[int] = set()  # replies whose reply.done / reply.error was sent
+        # Accept first: a close code can only be sent on an open socket.
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        status = await database_sync_to_async(_provider_status)()
+        await self._send_json({"type": "ready", "user": self.user.get_username(), "llm": status})
+
+    async def disconnect(self, code: int) -> None:
+        for conversation_id in getattr(self, "conversations", ()):
+            await self.channel_layer.group_discard(
+                realtime.group_name(conversation_id), self.channel_name
+            )
+
+    # --- client frames ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if self.user is None or not self.user.is_authenticated:
+            return
+        if text_data is None:
+            await self._error("invalid_frame", _("Frames must be JSON text."))
+            return
+        if len(text_data) > MAX_FRAME_CHARS:
+            await self._error("invalid_frame", _("The frame is too large."))
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self._error("invalid_json", _("The frame is not valid JSON."))
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self._error("invalid_frame", _('A frame is a JSON object with a "type".'))
+            return
+        frame_type = frame["type"]
+        route = self._routes.get(frame_type)
+        if route is None:
+            await self._error("unknown_type", _("Unknown frame type."), frame_type=frame_type[:50])
+            return
+        serializer_class, handler = route
+        serializer = serializer_class(data=frame)
+        if not serializer.is_valid():
+            await self._error(
+                "validation_error",
+                _("The frame is invalid; see details."),
+                details=serializer.errors,
+                frame_type=frame_type,
+            )
+            return
+        try:
+            await handler(self, dict(serializer.validated_data))
+        except ApplicationError as exc:
+            await self._error(
+                exc.code,
+                str(exc.message),
+                details=exc.details,
+                frame_type=frame_type,
+                client_id=frame.get("client_id"),
+            )
+
+    async def _on_send(self, frame: dict) -> None:
+        if await self._rate_limited():
+            return
+        event = await _send(user=self.user, frame=frame)
+        reply_id = event["reply"]["id"]
+        await self._group_add(event["conversation_id"])
+        self.announced.add(reply_id)
+        await self._send_json(event)
+        await self._catch_up(reply_id)
+
+    async def _on_stop(self, frame: dict) -> None:
+        # What follows arrives through the group: reply.done with status "stopped".
+        await database_sync_to_async(reply_stop)(user=self.user, message_id=frame["message_id"])
+
+    async def _on_join(self, frame: dict) -> None:
+        conversation_id = frame["conversation_id"]
+        resume: dict[int, int] = frame["last_seq"]
+        # Checked before joining the group, so nobody listens to a conversation not theirs.
+        await _join(user=self.user, conversation_id=conversation_id, resume=[])
+        await self._group_add(conversation_id)
+        # Read after joining: whatever ends from here on also arrives through the group.
+        conversation, ended, running = await _join(
+            user=self.user, conversation_id=conversation_id, resume=list(resume)
+        )
+        for reply_id, seq in resume.items():
+            self.sent_seq[reply_id] = max(self.sent_seq.get(reply_id, 0), seq)
+        await self._send_json(
+            {"type": "conversation.joined", "conversation": conversation, "running": running}
+        )
+        for event in ended:
+            await self._send_final(event)
+        for reply_id in running:
+            await self._catch_up(reply_id)
+
+    async def _on_leave(self, frame: dict) -> None:
+        conversation_id = frame["conversation_id"]
+        if conversation_id in self.conversations:
+            self.conversations.discard(conversation_id)
+            await self.channel_layer.group_discard(
+                realtime.group_name(conversation_id), self.channel_name
+            )
+        await self._send_json({"type": "conversation.left", "conversation_id": conversation_id})
+
+    _routes = {
+        "message.send": (MessageSendFrame, _on_send),
+        "message.stop": (MessageStopFrame, _on_stop),
+        "conversation.join": (ConversationJoinFrame, _on_join),
+        "conversation.leave": (ConversationLeaveFrame, _on_leave),
+    }
+
+    # --- group events ----------------------------------------------------------------------
+
+    async def message_created(self, event: dict) -> None:
+        reply_id = event["reply"]["id"]
+        if reply_id not in self.announced:
+            self.announced.add(reply_id)
+            await self._send_json(event)
+
+    async def reply_delta(self, event: dict) -> None:
+        reply_id, seq = event["message_id"], event["seq"]
+        if reply_id in self.finished:
+            return
+        last = self.sent_seq.get(reply_id, 0)
+        if seq <= last:
+            return
+        if seq > last + 1:
+            # A batch went missing on the way (joined without catch-up, or the channel layer
+            # dropped one at capacity): the log has them all, in order.
+            await self._catch_up(reply_id)
+            return
+        self.sent_seq[reply_id] = seq
+        await self._send_json(event)
+
+    async def reply_done(self, event: dict) -> None:
+        await self._send_final(event)
+
+    async def reply_error(self, event: dict) -> None:
+        await self._send_final(event)
+
+    async def conversation_updated(self, event: dict) -> None:
+        await self._send_json(event)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _catch_up(self, reply_id: int) -> None:
+        """Send what the socket has not seen of a reply: from the log, or from the database
+        when there is no log (still queued, or finished long ago)."""
+        if reply_id in self.finished:
+            return
+        sent = self.sent_seq.get(reply_id, 0)
+        entries, exists = await realtime.reply_log_read(message_id=reply_id, after_seq=sent)
+        if not exists:
+            final, checkpoint_seq, checkpoint_text = await _message_state(reply_id)
+            if final is not None:
+                await self._send_final(final)
+            elif sent == 0 and checkpoint_seq and checkpoint_text:
+                self.sent_seq[reply_id] = checkpoint_seq
+                await self._send_json(self._delta(reply_id, checkpoint_seq, checkpoint_text))
+            return
+        for entry in entries:
+            if entry.end is not None:
+                final, _seq, _text = await _message_state(reply_id)
+                if final is not None:
+                    await self._send_final(final)
+                return
+            if entry.seq > self.sent_seq.get(reply_id, 0):
+                self.sent_seq[reply_id] = entry.seq
+                await self._send_json(self._delta(reply_id, entry.seq, entry.delta or ""))
+
+    def _delta(self, reply_id: int, seq: int, text: str) -> dict:
+        return {"type": "reply.delta", "message_id": reply_id, "seq": seq, "delta": text}
+
+    async def _send_final(self, event: dict) -> None:
+        reply_id = event["message"]["id"] if event["type"] == "reply.done" else event["message_id"]
+        if reply_id in self.finished:
+            return
+        self.finished.add(reply_id)
+        self.sent_seq.pop(reply_id, None)
+        await self._send_json(event)
+
+    async def _group_add(self, conversation_id: int) -> None:
+        if conversation_id not in self.conversations:
+            await self.channel_layer.group_add(
+                realtime.group_name(conversation_id), self.channel_name
+            )
+            self.conversations.add(conversation_id)
+
+    async def _rate_limited(self) -> bool:
+        """The limiter's verdict for one message (same limits as POST /api/v1/messages)."""
+        try:
+            from throttling.services import limiter_check_websocket
+        except ImportError:  # the limiter lands with the throttling issue
+            return False
+        client = self.scope.get("client") or ("", 0)
+        decision = await database_sync_to_async(limiter_check_websocket)(
+            user=self.user, ip=client[0] or ""
+        )
+        if decision.allowed:
+            return False
+        await self._send_json({"type": "rate_limited", "retry_after": decision.retry_after})
+        return True
+
+    async def _error(self, code: str, message: str, **extra: Any) -> None:
+        extra = {key: value for key, value in extra.items() if value is not None}
+        await self._send_json({"type": "error", "code": code, "message": message, **extra})
+
+    async def _send_json(self, data: dict) -> None:
+        await self.send(text_data=json.dumps(data, ensure_ascii=False))

@@ -1,0 +1,650 @@
+"""Writes of the chat pipeline: conversations, sending, stopping and regenerating replies, and
+generating a reply (the body of the `generate_ai_response` task).
+
+A reply's life: `pending` (queued) → `streaming` (a worker holds it) → `completed`, `failed`
+or `stopped`. Each status change is a conditional UPDATE on the status it leaves, so a stop
+request, a redelivered task and a finishing worker can race without overwriting each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import closing
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from openspark.core.errors import ApplicationError, Conflict
+from openspark.core.services import task_enqueue
+from openspark.llm import (
+    Delta,
+    Finish,
+    LLMError,
+    Passage,
+    get_chat_provider,
+    get_retry_policy,
+    stream_with_retry,
+)
+from openspark.llm.base import ChatProvider, estimate_prompt_tokens, estimate_tokens
+
+from . import prompts, realtime
+from .models import Conversation, Message
+from .selectors import conversation_get_for_user, message_get_for_user, replies_unfinished
+from .serializers import conversation_data, message_created_event, reply_final_event
+
+logger = logging.getLogger(__name__)
+
+_BUSY = gettext_lazy(
+    "A reply is still being generated in this conversation; wait for it or stop it first."
+)
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+# --- hooks into other apps (imported lazily: they may not exist yet in every deployment) ----
+
+
+def _quota_check(*, user) -> None:
+    """Raises ApplicationError 429 `quota_exceeded` when the user's monthly tokens are spent."""
+    try:
+        from throttling.services import quota_check
+    except ImportError:
+        return
+    quota_check(user=user)
+
+
+def _token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+    from throttling.services import token_usage_record
+
+    token_usage_record(
+        user_id=user_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+
+
+def _readable_knowledge_base_ids(*, user, knowledge_base_ids: Sequence[int]) -> list[int]:
+    from knowledge.selectors import knowledge_base_ids_readable
+
+    return knowledge_base_ids_readable(user=user, requested_ids=list(knowledge_base_ids))
+
+
+def passages_retrieve(*, user, knowledge_base_ids: Sequence[int], query: str) -> list[Passage]:
+    """The retrieval hook: sources for the question from the bases the user may read."""
+    if not knowledge_base_ids:
+        return []
+    try:
+        from knowledge.selectors import passages_for_query
+    except ImportError:  # retrieval lands with the knowledge issue
+        return []
+    return list(
+        passages_for_query(user=user, knowledge_base_ids=list(knowledge_base_ids), query=query)
+    )
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+def conversation_create(
+    *, user, title: str = "", knowledge_base_ids: Sequence[int] | None = None
+) -> Conversation:
+    ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
+    with transaction.atomic():
+        conversation = Conversation.objects.create(owner=user, title=title.strip())
+        if ids:
+            conversation.knowledge_bases.set(ids)
+    return conversation_get_for_user(user=user, conversation_id=conversation.id)
+
+
+def conversation_update(
+    *,
+    user,
+    conversation_id: int,
+    title: str | None = None,
+    knowledge_base_ids: Sequence[int] | None = None,
+) -> Conversation:
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    with transaction.atomic():
+        if title is not None:
+            conversation.title = title.strip()
+            conversation.save(update_fields=["title", "updated_at"])
+        if knowledge_base_ids is not None:
+            ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids)
+            conversation.knowledge_bases.set(ids)
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    transaction.on_commit(
+        lambda: realtime.publish(
+            conversation_id=conversation_id,
+            event={"type": "conversation.updated", "conversation": conversation_data(conversation)},
+        )
+    )
+    return conversation
+
+
+def conversation_delete(*, user, conversation_id: int) -> None:
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    # Workers still streaming into it stop at their next batch instead of talking to nobody.
+    for reply in replies_unfinished(conversation_id=conversation.id):
+        realtime.reply_stop_request(message_id=reply.id)
+    conversation.delete()
+
+
+# --- sending, stopping, regenerating ---------------------------------------------------------
+
+
+def _reply_enqueue(*, user, question: Message, client_id: str = "") -> tuple[Message, str]:
+    """A pending reply to `question` and its queued task; call inside a transaction.
+
+    On commit, every socket on the conversation hears `message.created` before the task is
+    queued (on_commit callbacks run in order), so no socket sees a delta of an unknown reply.
+    """
+    from .tasks import generate_ai_response
+
+    reply = Message.objects.create(
+        conversation_id=question.conversation_id,
+        role=Message.Role.ASSISTANT,
+        reply_to=question,
+        status=Message.Status.PENDING,
+    )
+    queue = _setting("CHAT_TASK_QUEUE", "")
+    task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
+    transaction.on_commit(
+        lambda: realtime.publish(
+            conversation_id=question.conversation_id,
+            event=message_created_event(message=question, reply=reply, client_id=client_id),
+        )
+    )
+    task_id = task_enqueue(task=task, args=[reply.id], user=user)
+    reply.task_id = task_id
+    reply.save(update_fields=["task_id"])
+    return reply, task_id
+
+
+def _content_check(content: str) -> str:
+    content = content.strip()
+    limit = int(_setting("CHAT_MAX_MESSAGE_CHARS", 8000))
+    if not content:
+        raise ApplicationError(_("The message is empty."), details={"content": ["empty"]})
+    if len(content) > limit:
+        raise ApplicationError(
+            _("The message is longer than %(limit)d characters.") % {"limit": limit},
+            details={"content": ["too_long"]},
+        )
+    return content
+
+
+def message_send(
+    *,
+    user,
+    content: str,
+    conversation_id: int | None = None,
+    knowledge_base_ids: Sequence[int] | None = None,
+    client_id: str = "",
+) -> tuple[Message, Message, str]:
+    """Store the user's message and a pending reply in one transaction and queue the reply.
+
+    Returns (message, reply, task_id). A repeated `client_id` (a client retrying after a lost
+    connection) returns the first pair instead of asking twice.
+    """
+    content = _content_check(content)
+    if client_id:
+        earlier = (
+            Message.objects.filter(
+                conversation__owner=user, role=Message.Role.USER, client_id=client_id
+            )
+            .order_by("id")
+            .first()
+        )
+        if earlier is not None:
+            reply = earlier.replies.order_by("-id").first()
+            if reply is not None:
+                return earlier, reply, reply.task_id
+    _quota_check(user=user)
+    requested = knowledge_base_ids is not None
+    ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
+    with transaction.atomic():
+        if conversation_id is None:
+            conversation = Conversation.objects.create(owner=user)
+            if ids:
+                conversation.knowledge_bases.set(ids)
+        else:
+            conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+            # Serialises concurrent sends to one conversation (the one-reply-at-a-time rule).
+            Conversation.objects.select_for_update().filter(id=conversation.id).first()
+            if replies_unfinished(conversation_id=conversation.id):
+                raise Conflict(_BUSY)
+            if not requested:
+                ids = sorted(kb.id for kb in conversation.knowledge_bases.all())
+        message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=content,
+            knowledge_base_ids=ids,
+            client_id=client_id[:64],
+        )
+        reply, task_id = _reply_enqueue(user=user, question=message, client_id=client_id)
+        # auto_now: the conversation moves to the top of its owner's list.
+        conversation.save(update_fields=["updated_at"])
+    return message, reply, task_id
+
+
+def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
+    """A new reply to the same question (the question itself or one of its replies given).
+
+    Earlier replies stay in the history; the prompt uses the latest usable one."""
+    message = message_get_for_user(user=user, message_id=message_id)
+    question = message if message.role == Message.Role.USER else message.reply_to
+    if question is None:
+        raise ApplicationError(_("This message answers no question."))
+    _quota_check(user=user)
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
+        if replies_unfinished(conversation_id=question.conversation_id):
+            raise Conflict(_BUSY)
+        reply, task_id = _reply_enqueue(user=user, question=question)
+        Conversation.objects.filter(id=question.conversation_id).update(updated_at=timezone.now())
+    return reply, task_id
+
+
+def reply_stop(*, user, message_id: int) -> Message:
+    """Stop a reply; stopping a finished one changes nothing (a stop racing the last token).
+
+    A queued reply is stopped here; a streaming one by its worker, which sees the flag at its
+    next batch and saves the text so far. A streaming reply whose worker is gone (no lease) is
+    stopped here too, or it would wait for the periodic sweep.
+    """
+    reply = message_get_for_user(user=user, message_id=message_id)
+    if reply.role != Message.Role.ASSISTANT:
+        raise ApplicationError(_("Only replies can be stopped."))
+    if reply.status == Message.Status.PENDING and not _reply_finish(
+        reply=reply, leaving=Message.Status.PENDING, status=Message.Status.STOPPED
+    ):
+        reply.refresh_from_db()  # a worker claimed it between our read and our update
+    if reply.status == Message.Status.STREAMING:
+        realtime.reply_stop_request(message_id=reply.id)
+        if not realtime.reply_lease_held(message_id=reply.id):
+            _reply_finish(
+                reply=reply, leaving=Message.Status.STREAMING, status=Message.Status.STOPPED
+            )
+    reply.refresh_from_db()
+    return reply
+
+
+def message_feedback_set(*, user, message_id: int, rating: int, comment: str = "") -> Message:
+    message = message_get_for_user(user=user, message_id=message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ApplicationError(_("Only replies can be rated."))
+    if rating not in (1, -1):
+        raise ApplicationError(_("The rating must be 1 or -1."), details={"rating": ["invalid"]})
+    message.feedback_rating = rating
+    message.feedback_comment = comment.strip()
+    message.save(update_fields=["feedback_rating", "feedback_comment", "updated_at"])
+    return message
+
+
+# --- generating a reply (worker side) --------------------------------------------------------
+
+
+def _reply_finish(
+    *,
+    reply: Message,
+    leaving: str,
+    status: str,
+    error_code: str = "",
+    error: str = "",
+    **fields: Any,
+) -> bool:
+    """Move the reply from `leaving` to a final status, then tell its log and its sockets.
+
+    False (and nothing published) when the reply had already left `leaving`."""
+    now = timezone.now()
+    updated = Message.objects.filter(id=reply.id, status=leaving).update(
+        status=status,
+        error_code=error_code,
+        error=error,
+        finished_at=now,
+        updated_at=now,
+        **fields,
+    )
+    if not updated:
+        return False
+    reply.refresh_from_db()
+    realtime.reply_log_end(message_id=reply.id, status=status)
+    event = reply_final_event(reply)
+    realtime.publish(conversation_id=reply.conversation_id, event=event)
+    return True
+
+
+class _ReplyStream:
+    """Batches deltas, numbers them, logs and publishes each batch, checkpoints the row."""
+
+    def __init__(self, reply: Message) -> None:
+        self.reply = reply
+        self.batch_seconds = float(_setting("CHAT_DELTA_BATCH_SECONDS", 0.05))
+        self.checkpoint_seconds = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
+        self.parts: list[str] = []
+        self.pending: list[str] = []
+        self.seq = 0
+        self.last_flush = 0.0
+        self.last_checkpoint = time.monotonic()
+        self.checkpointed_seq = 0
+        self.stop_requested = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts) + "".join(self.pending)
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.pending.append(text)
+        # The first delta goes out at once (time to first token is what users feel); later
+        # ones at most every batch_seconds, which bounds Redis and socket traffic per reply.
+        if self.seq == 0 or time.monotonic() - self.last_flush >= self.batch_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        delta = "".join(self.pending)
+        self.pending.clear()
+        self.seq += 1
+        self.parts.append(delta)
+        self.last_flush = time.monotonic()
+        # Log before publish: see the ordering rule in realtime.py.
+        if realtime.reply_log_append(message_id=self.reply.id, seq=self.seq, delta=delta):
+            self.stop_requested = True
+        realtime.publish(
+            conversation_id=self.reply.conversation_id,
+            event={
+                "type": "reply.delta",
+                "message_id": self.reply.id,
+                "conversation_id": self.reply.conversation_id,
+                "seq": self.seq,
+                "delta": delta,
+            },
+        )
+        if self.seq == 1:
+            Message.objects.filter(id=self.reply.id).update(first_token_at=timezone.now())
+        if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        if self.checkpointed_seq == self.seq:
+            return
+        Message.objects.filter(id=self.reply.id, status=Message.Status.STREAMING).update(
+            content="".join(self.parts), last_seq=self.seq, updated_at=timezone.now()
+        )
+        self.checkpointed_seq = self.seq
+        self.last_checkpoint = time.monotonic()
+
+
+def _estimated_usage(*, prompt: list, passages: Sequence[Passage], text: str) -> dict[str, int]:
+    """For replies that ended without the provider's own count (stopped, failed mid-way)."""
+    if not text:
+        return {"prompt_tokens": 0, "completion_tokens": 0}
+    return {
+        "prompt_tokens": estimate_prompt_tokens(prompt, passages),
+        "completion_tokens": estimate_tokens(text),
+    }
+
+
+def _prompt_for(reply: Message) -> list:
+    question = reply.reply_to
+    limit = int(_setting("CHAT_HISTORY_MAX_MESSAGES", 20))
+    # Only the tail can fit the window; x3 leaves room for regenerated replies.
+    earlier = list(
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=question.id).order_by(
+            "-id"
+        )[: limit * 3]
+    )[::-1]
+    window = prompts.history_window(
+        earlier=earlier,
+        question=question,
+        token_budget=int(_setting("CHAT_HISTORY_TOKEN_BUDGET", 3000)),
+        max_messages=limit,
+    )
+    return prompts.prompt_messages(system_prompt=_setting("CHAT_SYSTEM_PROMPT", ""), window=window)
+
+
+def reply_generate(*, message_id: int) -> str:
+    """Generate, stream and save one reply. Idempotent: returns what it did.
+
+    - a finished reply, or one another worker holds, is left alone ("skipped");
+    - a `streaming` reply nobody holds was interrupted (its worker died and the broker
+      redelivered the task): it is failed with a readable error rather than restarted, since
+      its beginning was already shown to readers;
+    - otherwise it is streamed to the end, stopped, or failed with the provider's readable error.
+    """
+    reply = (
+        Message.objects.select_related("conversation__owner", "reply_to")
+        .filter(id=message_id, role=Message.Role.ASSISTANT)
+        .first()
+    )
+    if reply is None or reply.is_finished or reply.reply_to is None:
+        return "skipped"
+    if not realtime.reply_lease_acquire(message_id=reply.id):
+        return "skipped"
+    try:
+        if reply.status == Message.Status.PENDING:
+            # Before the claim: a stop that arrives after it must survive; one that arrives
+            # before it finds the reply pending and stops it in the database.
+            realtime.reply_log_reset(message_id=reply.id)
+        now = timezone.now()
+        claimed = Message.objects.filter(id=reply.id, status=Message.Status.PENDING).update(
+            status=Message.Status.STREAMING, started_at=now, updated_at=now
+        )
+        if not claimed:
+            reply.refresh_from_db()
+            if reply.status == Message.Status.STREAMING:
+                _reply_finish(
+                    reply=reply,
+                    leaving=Message.Status.STREAMING,
+                    status=Message.Status.FAILED,
+                    error_code="interrupted",
+                    error=_("The reply was interrupted. Please regenerate it."),
+                )
+                return Message.Status.FAILED
+            return "skipped"
+        return _reply_stream(reply)
+    finally:
+        realtime.reply_lease_release(message_id=reply.id)
+
+
+def _reply_stream(reply: Message) -> str:
+    user = reply.conversation.owner
+    question = reply.reply_to
+    stream = _ReplyStream(reply)
+    prompt: list = []
+    passages: list[Passage] = []
+    finish: Finish | None = None
+    provider: ChatProvider | None = None
+    try:
+        provider = get_chat_provider()
+    except ImproperlyConfigured:
+        logger.exception("No usable chat provider for reply %s", reply.id)
+        return _reply_fail(
+            reply=reply,
+            stream=stream,
+            code="provider_not_configured",
+            message=_(
+                "The AI service is not configured correctly. "
+                "An administrator needs to check its settings."
+            ),
+        )
+    prompt = _prompt_for(reply)
+    try:
+        passages = passages_retrieve(
+            user=user, knowledge_base_ids=question.knowledge_base_ids, query=question.content
+        )
+    except Exception:
+        logger.exception("Retrieval for reply %s failed", reply.id)
+        return _reply_fail(
+            reply=reply,
+            stream=stream,
+            provider=provider,
+            code="retrieval_failed",
+            message=_("Searching the knowledge bases failed. Please try again."),
+        )
+    try:
+        max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
+        events = stream_with_retry(
+            provider, prompt, passages=passages, max_tokens=max_tokens, policy=get_retry_policy()
+        )
+        # closing(): on stop, the provider's HTTP stream is released now.
+        with closing(events):
+            for event in events:
+                if isinstance(event, Delta):
+                    stream.add(event.text)
+                    if stream.stop_requested:
+                        break
+                else:
+                    finish = event
+        stream.flush()
+    except LLMError as error:
+        logger.warning("Reply %s failed: %r", reply.id, error)
+        return _reply_fail(
+            reply=reply,
+            stream=stream,
+            prompt=prompt,
+            passages=passages,
+            provider=provider,
+            code=error.code.value,
+            message=error.message,
+        )
+    except Exception:
+        logger.exception("Reply %s failed", reply.id)
+        _reply_fail(
+            reply=reply,
+            stream=stream,
+            prompt=prompt,
+            passages=passages,
+            provider=provider,
+            code="internal_error",
+            message=_("Something went wrong while generating the reply. Please try again."),
+        )
+        raise
+
+    text = stream.text
+    if finish is None or stream.stop_requested:
+        usage = _estimated_usage(prompt=prompt, passages=passages, text=text)
+        status = Message.Status.STOPPED
+    else:
+        usage = {
+            "prompt_tokens": finish.usage.prompt_tokens,
+            "completion_tokens": finish.usage.completion_tokens,
+        }
+        status = Message.Status.COMPLETED
+    finished = _reply_finish(
+        reply=reply,
+        leaving=Message.Status.STREAMING,
+        status=status,
+        content=text,
+        last_seq=stream.seq,
+        citations=prompts.citations_for(text=text, passages=passages),
+        provider=provider.name,
+        model=provider.model,
+        **usage,
+    )
+    if finished:
+        _token_usage_record(user_id=user.id, **usage)
+        if status == Message.Status.COMPLETED and not reply.conversation.title:
+            _title_enqueue(conversation_id=reply.conversation_id)
+    return status
+
+
+def _reply_fail(
+    *,
+    reply: Message,
+    stream: _ReplyStream,
+    code: str,
+    message: str,
+    prompt: list | None = None,
+    passages: Sequence[Passage] = (),
+    provider: ChatProvider | None = None,
+) -> str:
+    # The partial text stays: readers saw it, and it helps to judge what went wrong.
+    stream.flush()
+    usage = _estimated_usage(prompt=prompt or [], passages=passages, text=stream.text)
+    if (
+        _reply_finish(
+            reply=reply,
+            leaving=Message.Status.STREAMING,
+            status=Message.Status.FAILED,
+            error_code=code,
+            error=message,
+            content=stream.text,
+            last_seq=stream.seq,
+            provider=provider.name if provider else "",
+            model=provider.model if provider else "",
+            **usage,
+        )
+        and usage["completion_tokens"]
+    ):
+        _token_usage_record(user_id=reply.conversation.owner_id, **usage)
+    return Message.Status.FAILED
+
+
+# --- titles ----------------------------------------------------------------------------------
+
+
+def _title_enqueue(*, conversation_id: int) -> None:
+    from .tasks import generate_conversation_title
+
+    queue = _setting("CHAT_TASK_QUEUE", "")
+    options = {"queue": queue} if queue else {}
+    transaction.on_commit(
+        lambda: generate_conversation_title.apply_async(args=[conversation_id], **options)
+    )
+
+
+def conversation_title_generate(*, conversation_id: int) -> str:
+    """Name an untitled conversation after its first completed exchange; a title the user set
+    meanwhile wins. Real models write the title; offline, it is the question's first words."""
+    conversation = Conversation.objects.select_related("owner").filter(id=conversation_id).first()
+    if conversation is None or conversation.title:
+        return ""
+    reply = (
+        Message.objects.select_related("reply_to")
+        .filter(
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.COMPLETED,
+        )
+        .order_by("id")
+        .first()
+    )
+    if reply is None or reply.reply_to is None:
+        return ""
+    question = reply.reply_to.content
+    title = ""
+    provider = get_chat_provider()
+    if not provider.is_offline:
+        try:
+            raw, usage = provider.complete(
+                prompts.title_prompt(question=question, answer=reply.content), max_tokens=24
+            )
+            title = prompts.title_clean(raw)
+            _token_usage_record(
+                user_id=conversation.owner_id,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        except LLMError as error:
+            logger.info("Title for conversation %s falls back: %r", conversation_id, error)
+    title = title or prompts.title_from_question(question)
+    if not Conversation.objects.filter(id=conversation_id, title="").update(title=title):
+        return ""
+    conversation = Conversation.objects.prefetch_related("knowledge_bases").get(id=conversation_id)
+    realtime.publish(
+        conversation_id=conversation_id,
+        event={"type": "conversation.updated", "conversation": conversation_data(conversation)},
+    )
+    return title

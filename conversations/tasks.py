@@ -1,0 +1,20 @@
+"""Celery tasks of the chat pipeline: ids in, the services re-read and re-check everything.
+
+Both are idempotent (see `reply_generate`), so `acks_late` redelivery after a lost worker is
+safe. Neither retries by itself: provider retries happen inside the stream, before the first
+delta (openspark.llm.retry), and a half-shown reply must not be restarted behind the reader.
+"""
+
+from celery import shared_task
+
+from .services import conversation_title_generate, reply_generate
+
+
+@shared_task(name="generate_ai_response", acks_late=True, ignore_result=False)
+def generate_ai_response(message_id: int) -> str:
+    return reply_generate(message_id=message_id)
+
+
+@shared_task(name="generate_conversation_title", acks_late=True)
+def generate_conversation_title(conversation_id: int) -> str:
+    return conversation_title_generate(conversation_id=conversation_id)
