@@ -26,10 +26,20 @@ class KnowledgeBase(models.Model):
     embedding_model = models.CharField(
         max_length=100, blank=True, help_text=_("Empty: the configured default embedder.")
     )
-    chunk_size = models.PositiveIntegerField(default=500)
-    chunk_overlap = models.PositiveIntegerField(default=50)
+    chunk_size = models.PositiveIntegerField(
+        default=500, help_text=_("Largest chunk, in characters.")
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        default=50, help_text=_("Characters repeated from the end of the previous chunk.")
+    )
     top_k = models.PositiveSmallIntegerField(default=5)
-    score_threshold = models.FloatField(default=0.0)
+    score_threshold = models.FloatField(
+        default=0.0,
+        help_text=_(
+            "Lowest cosine similarity for a chunk found only by meaning; keyword matches "
+            "are always ranked."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,6 +78,8 @@ class Document(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Seconds per stage of the last run (parse, split, embed, store), for staff and benchmarks.
+    timings = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext as _
 
-from openspark.core.errors import NotFound
+from openspark.core.errors import ApplicationError, NotFound
+from openspark.llm.base import Passage, estimate_tokens
 
-from .models import KnowledgeBase
+from . import retrieval
+from .models import Document, KnowledgeBase
 
 
 def knowledge_base_list_readable(*, user) -> QuerySet[KnowledgeBase]:
@@ -41,3 +45,129 @@ def knowledge_base_ids_readable(*, user, requested_ids: list[int]) -> list[int]:
             "No knowledge base with this id.", details={"knowledge_base_ids": sorted(missing)}
         )
     return sorted(readable)
+
+
+def knowledge_base_get_writable(*, user, knowledge_base_id: int) -> KnowledgeBase:
+    """Owner (or staff) only; a base the user may read but not change is a 403, one they may
+    not read a 404."""
+    base = knowledge_base_get_readable(user=user, knowledge_base_id=knowledge_base_id)
+    if not (user.is_staff or base.owner_id == user.id):
+        raise ApplicationError(
+            _("Only the owner can change this knowledge base."),
+            code="permission_denied",
+            status_code=403,
+        )
+    return base
+
+
+def document_list(*, user, knowledge_base_id: int) -> QuerySet[Document]:
+    base = knowledge_base_get_readable(user=user, knowledge_base_id=knowledge_base_id)
+    return base.documents.order_by("-created_at", "-id")
+
+
+def document_get_readable(*, user, document_id: int) -> Document:
+    document = (
+        Document.objects.select_related("knowledge_base")
+        .filter(id=document_id, knowledge_base__in=knowledge_base_list_readable(user=user))
+        .first()
+    )
+    if document is None:
+        raise NotFound(_("No document with this id."))
+    return document
+
+
+def document_get_writable(*, user, document_id: int) -> Document:
+    document = document_get_readable(user=user, document_id=document_id)
+    if not (user.is_staff or document.knowledge_base.owner_id == user.id):
+        raise ApplicationError(
+            _("Only the owner can change this knowledge base."),
+            code="permission_denied",
+            status_code=403,
+        )
+    return document
+
+
+def _bases_for_query(*, user, knowledge_base_ids: list[int] | None) -> list[KnowledgeBase]:
+    if knowledge_base_ids is None:
+        return list(knowledge_base_list_readable(user=user))
+    ids = knowledge_base_ids_readable(user=user, requested_ids=knowledge_base_ids)
+    return list(KnowledgeBase.objects.filter(id__in=ids))
+
+
+def chunk_search(
+    *,
+    user,
+    query: str,
+    knowledge_base_ids: list[int] | None = None,
+    top_k: int | None = None,
+    score_threshold: float | None = None,
+    mode: retrieval.Mode = "hybrid",
+) -> list[retrieval.Hit]:
+    """Ranked chunks from the bases the user may read (all of them when no ids are given);
+    unreadable ids are a 404. Defaults come from the bases' own settings."""
+    bases = _bases_for_query(user=user, knowledge_base_ids=knowledge_base_ids)
+    if not bases:
+        return []
+    return retrieval.search(
+        knowledge_bases=bases,
+        query=query,
+        top_k=top_k or max(b.top_k for b in bases),
+        score_threshold=(
+            score_threshold
+            if score_threshold is not None
+            else min(b.score_threshold for b in bases)
+        ),
+        mode=mode,
+    )
+
+
+def passages_for_query(
+    *, user, knowledge_base_ids: list[int], query: str, top_k: int | None = None
+) -> list[Passage]:
+    """The chat hook: sources for the prompt, numbered 1..n in rank order, trimmed so that
+    together they fit settings.KNOWLEDGE_CONTEXT_TOKEN_BUDGET. Bases the user may not read
+    are a NotFound, never silently skipped (the caller asked for them by id)."""
+    if not knowledge_base_ids:
+        return []
+    hits = chunk_search(user=user, query=query, knowledge_base_ids=knowledge_base_ids, top_k=top_k)
+    budget = settings.KNOWLEDGE_CONTEXT_TOKEN_BUDGET
+    passages: list[Passage] = []
+    for hit in hits:
+        text = hit.chunk.text
+        tokens = estimate_tokens(text)
+        if tokens > budget:
+            text = _trim_to_tokens(text, budget - 1)
+            tokens = estimate_tokens(text)
+        if not text or tokens > budget:
+            break
+        budget -= tokens
+        passages.append(
+            Passage(
+                index=len(passages) + 1,
+                document_id=hit.chunk.document_id,
+                document_title=hit.chunk.document.title,
+                chunk_id=hit.chunk.id,
+                text=text,
+                score=hit.score,
+            )
+        )
+        if budget <= MIN_PASSAGE_TOKENS:
+            break
+    return passages
+
+
+MIN_PASSAGE_TOKENS = 32
+
+
+def _trim_to_tokens(text: str, budget: int) -> str:
+    """The longest prefix within `budget` tokens (binary search: estimate is monotonic)."""
+    if budget < MIN_PASSAGE_TOKENS:
+        return ""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate_tokens(text[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + "…"

@@ -1,3 +1,30 @@
-"""knowledge API routes (under /api/v1/)."""
+"""knowledge API routes (under /api/v1/knowledge/)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("bases/", apis.KnowledgeBaseListCreateApi.as_view(), name="knowledge-bases"),
+    path(
+        "bases/<int:knowledge_base_id>/",
+        apis.KnowledgeBaseDetailApi.as_view(),
+        name="knowledge-base-detail",
+    ),
+    path(
+        "bases/<int:knowledge_base_id>/documents/",
+        apis.DocumentListUploadApi.as_view(),
+        name="knowledge-documents",
+    ),
+    path(
+        "documents/<int:document_id>/",
+        apis.DocumentDetailApi.as_view(),
+        name="knowledge-document-detail",
+    ),
+    path(
+        "documents/<int:document_id>/reindex",
+        apis.DocumentReindexApi.as_view(),
+        name="knowledge-document-reindex",
+    ),
+    path("search", apis.KnowledgeSearchApi.as_view(), name="knowledge-search"),
+]

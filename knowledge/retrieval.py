@@ -1,0 +1,199 @@
+"""Hybrid retrieval over bases the caller has already been allowed to read.
+
+Two rankings per query: vector similarity (Milvus, HNSW) and keyword relevance (BM25 with
+jieba, in Milvus where the server has it, else over the Chunk table). They are fused with
+weighted reciprocal-rank fusion; the weights follow what each ranking can know. The local
+all-MiniLM-L6-v2 model is English-only: on a Chinese query its ranking is close to noise
+(recall@5 0.41 against BM25's 0.99 on a Chinese QA set) and an even-weighted fusion drags
+the result down to 0.77. So for a Chinese query and an embedder that does not read Chinese
+the vector ranking only breaks ties and fills in when keywords find nothing; everywhere else
+both count equally (see docs/performance.md for the measurements behind this).
+
+The database has the last word: hits are read back from Chunk rows of `ready` documents in
+the allowed bases, so a vector that outlived its chunk (a delete in flight, a crash between
+the two stores) can never put text in front of a user.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from django.conf import settings
+
+from openspark.llm.base import contains_cjk
+
+from . import cache as retrieval_cache
+from .embedders import default_embedding_model, get_embedder, reads_chinese
+from .keyword import base_index, bm25_search
+from .models import Chunk, KnowledgeBase
+from .vectorstore import get_vector_store
+
+Mode = Literal["hybrid", "vector", "keyword"]
+RRF_K = 60
+# Weight of the vector ranking for a Chinese query when the embedder cannot read Chinese:
+# small enough that any keyword hit in the candidate list outranks every vector-only hit.
+TIEBREAK_WEIGHT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    vector_score: float | None
+    keyword_score: float | None
+
+
+def _effective_model(base: KnowledgeBase) -> str:
+    return base.embedding_model or default_embedding_model()
+
+
+_query_vectors: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+_query_vectors_lock = threading.Lock()
+_QUERY_VECTOR_CACHE_SIZE = 512
+
+
+def embed_query(*, model: str, query: str) -> list[float]:
+    """Query vectors are kept per process (LRU): the same question asked again, or asked of
+    several bases, is embedded once."""
+    key = (model, query)
+    with _query_vectors_lock:
+        if key in _query_vectors:
+            _query_vectors.move_to_end(key)
+            return _query_vectors[key]
+    vector = get_embedder(model).embed([query])[0]
+    with _query_vectors_lock:
+        _query_vectors[key] = vector
+        while len(_query_vectors) > _QUERY_VECTOR_CACHE_SIZE:
+            _query_vectors.popitem(last=False)
+    return vector
+
+
+def search(
+    *,
+    knowledge_bases: list[KnowledgeBase],
+    query: str,
+    top_k: int,
+    score_threshold: float = 0.0,
+    mode: Mode = "hybrid",
+    use_cache: bool = True,
+) -> list[Hit]:
+    query = query.strip()
+    if not query or not knowledge_bases or top_k <= 0:
+        return []
+    kb_ids = sorted(b.id for b in knowledge_bases)
+    cache_key = None
+    if use_cache:
+        cache_key = retrieval_cache.result_key(
+            parts={
+                "q": query,
+                "mode": mode,
+                "k": top_k,
+                "t": score_threshold,
+                "gen": retrieval_cache.generations(kb_ids),
+                "models": sorted({_effective_model(b) for b in knowledge_bases}),
+            }
+        )
+        cached = retrieval_cache.get(cache_key)
+        if cached is not None:
+            return _hydrate(cached, kb_ids=kb_ids, top_k=top_k)
+    ranked = _rank(
+        knowledge_bases=knowledge_bases,
+        query=query,
+        top_k=top_k,
+        score_threshold=score_threshold,
+        mode=mode,
+    )
+    hits = _hydrate(ranked, kb_ids=kb_ids, top_k=top_k)
+    if cache_key is not None:
+        retrieval_cache.put(
+            cache_key, [(h.chunk.id, h.score, h.vector_score, h.keyword_score) for h in hits]
+        )
+    return hits
+
+
+def _rank(
+    *,
+    knowledge_bases: list[KnowledgeBase],
+    query: str,
+    top_k: int,
+    score_threshold: float,
+    mode: Mode,
+) -> list[tuple[int, float, float | None, float | None]]:
+    store = get_vector_store()
+    candidates = max(top_k * 4, 20)
+    groups: dict[str, list[KnowledgeBase]] = {}
+    for base in knowledge_bases:
+        groups.setdefault(_effective_model(base), []).append(base)
+
+    fused: dict[int, float] = {}
+    vector_scores: dict[int, float] = {}
+    keyword_scores: dict[int, float] = {}
+    best_possible = 0.0
+    query_is_chinese = contains_cjk(query)
+    for model, bases in groups.items():
+        ids = [b.id for b in bases]
+        embedder = get_embedder(model)
+        collection = store.ensure_collection(model=model, dimension=embedder.dimension)
+        vector_weight = 1.0
+        if query_is_chinese and not reads_chinese(embedder):
+            vector_weight = TIEBREAK_WEIGHT
+        lists: list[tuple[float, list[tuple[int, float]], dict[int, float]]] = []
+        if mode in ("hybrid", "vector"):
+            dense = store.search_vector(
+                collection=collection,
+                vector=embed_query(model=model, query=query),
+                kb_ids=ids,
+                limit=candidates,
+            )
+            lists.append((1.0 if mode == "vector" else vector_weight, dense, vector_scores))
+        if mode in ("hybrid", "keyword"):
+            if store.supports_bm25:
+                sparse = store.search_keyword(
+                    collection=collection, query=query, kb_ids=ids, limit=candidates
+                )
+            else:
+                gens = retrieval_cache.generations(ids)
+                indexes = [base_index(kb_id=i, generation=gens[i]) for i in ids]
+                sparse = bm25_search(indexes, query, limit=candidates)
+            lists.append((1.0, sparse, keyword_scores))
+        best_possible = max(best_possible, sum(w for w, _, _ in lists) / (RRF_K + 1))
+        for weight, ranking, scores in lists:
+            for rank, (chunk_id, score) in enumerate(ranking, start=1):
+                scores[chunk_id] = score
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
+
+    ranked = []
+    for chunk_id, value in sorted(fused.items(), key=lambda item: (-item[1], item[0])):
+        vector_score = vector_scores.get(chunk_id)
+        keyword_score = keyword_scores.get(chunk_id)
+        # The threshold is on meaning (cosine similarity); keyword matches are always kept,
+        # because BM25 scores have no absolute scale to cut at.
+        if keyword_score is None and (vector_score or 0.0) < score_threshold:
+            continue
+        score = round(value / best_possible, 4) if best_possible else 0.0
+        ranked.append((chunk_id, score, vector_score, keyword_score))
+    return ranked
+
+
+def _hydrate(ranked, *, kb_ids: list[int], top_k: int) -> list[Hit]:
+    ids = [row[0] for row in ranked]
+    # No status filter: a document has chunks only while it is ready or re-indexing from ready.
+    chunks = Chunk.objects.filter(id__in=ids, knowledge_base_id__in=kb_ids).select_related(
+        "document"
+    )
+    by_id = {c.id: c for c in chunks}
+    hits = []
+    for chunk_id, score, vector_score, keyword_score in ranked:
+        chunk = by_id.get(chunk_id)
+        if chunk is not None:
+            hits.append(Hit(chunk, score, vector_score, keyword_score))
+        if len(hits) == top_k:
+            break
+    return hits
+
+
+def default_top_k() -> int:
+    return settings.KNOWLEDGE_TOP_K

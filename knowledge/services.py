@@ -1,0 +1,547 @@
+"""Writes for knowledge bases: uploads, the vectorisation pipeline, re-indexing, deletes, the
+periodic sweep and rebuilding the vector store from the database.
+
+Invariants:
+- Chunk rows are the truth; a Milvus row exists only for a Chunk row (the sweep removes
+  strays) and retrieval reads texts back from Chunk rows only.
+- A document has chunks only while it is `ready` or being re-indexed from `ready`; a failed
+  run leaves none, so "failed" never answers questions.
+- Every change that can alter search results bumps the base's retrieval generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from openspark.core.errors import ApplicationError, Conflict
+from openspark.core.services import notification_send, task_enqueue, task_progress_set
+from openspark.llm.base import LLMError
+
+from . import cache as retrieval_cache
+from .chunking import chunk_sections
+from .embedders import default_embedding_model, get_embedder
+from .models import Chunk, Document, KnowledgeBase
+from .parsing import (
+    FileTypeMismatch,
+    ParseError,
+    check_content_matches,
+    extension_of,
+    parse_document,
+)
+from .vectorstore import VectorRow, get_vector_store
+
+logger = logging.getLogger(__name__)
+
+# Chunk settings or model changes make every stored vector stale.
+REINDEX_FIELDS = ("chunk_size", "chunk_overlap", "embedding_model")
+UPDATABLE_FIELDS = ("name", "description", "visibility", "top_k", "score_threshold",
+                    *REINDEX_FIELDS)  # fmt: skip
+
+
+class FileTooLarge(ApplicationError):
+    status_code = 413
+    code = "file_too_large"
+
+
+class UnsupportedFileType(ApplicationError):
+    status_code = 415
+    code = "unsupported_file_type"
+
+
+class RetryableIngestError(Exception):
+    """A transient failure (provider busy, vector store unreachable): try the task again."""
+
+
+# --- knowledge bases --------------------------------------------------------------------------
+
+
+def _validate_chunking(*, chunk_size: int, chunk_overlap: int) -> None:
+    if not 100 <= chunk_size <= 4000:
+        raise ApplicationError(_("Chunk size must be between 100 and 4000 characters."))
+    if not 0 <= chunk_overlap <= chunk_size // 2:
+        raise ApplicationError(_("Chunk overlap must be between 0 and half the chunk size."))
+
+
+@transaction.atomic
+def knowledge_base_create(
+    *,
+    owner,
+    name: str,
+    description: str = "",
+    visibility: str = KnowledgeBase.Visibility.PRIVATE,
+    shared_with: Iterable = (),
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    top_k: int | None = None,
+    score_threshold: float | None = None,
+) -> KnowledgeBase:
+    chunk_size = chunk_size or settings.KNOWLEDGE_CHUNK_SIZE
+    chunk_overlap = settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
+    _validate_chunking(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    base = KnowledgeBase.objects.create(
+        owner=owner,
+        name=name,
+        description=description,
+        visibility=visibility,
+        # Fixed at creation: a later change of the deployment default must not mix models.
+        embedding_model=default_embedding_model(),
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        top_k=top_k or settings.KNOWLEDGE_TOP_K,
+        score_threshold=score_threshold or 0.0,
+    )
+    if shared_with:
+        base.shared_with.set(shared_with)
+    return base
+
+
+def knowledge_base_update(
+    *, knowledge_base: KnowledgeBase, user, data: dict, shared_with: Iterable | None = None
+) -> tuple[KnowledgeBase, str | None]:
+    """Apply changes; returns the base and, when its vectors became stale, the id of the
+    re-index task that was queued."""
+    changed = [f for f in UPDATABLE_FIELDS if f in data and getattr(knowledge_base, f) != data[f]]
+    for field in changed:
+        setattr(knowledge_base, field, data[field])
+    _validate_chunking(
+        chunk_size=knowledge_base.chunk_size, chunk_overlap=knowledge_base.chunk_overlap
+    )
+    if knowledge_base.embedding_model:
+        get_embedder(knowledge_base.embedding_model)  # fail now, not in the worker
+    task_id = None
+    with transaction.atomic():
+        if changed:
+            knowledge_base.save(update_fields=[*changed, "updated_at"])
+        if shared_with is not None:
+            knowledge_base.shared_with.set(shared_with)
+        if any(f in REINDEX_FIELDS for f in changed):
+            task_id = knowledge_base_reindex(knowledge_base=knowledge_base, user=user)
+    retrieval_cache.bump(knowledge_base.id)
+    return knowledge_base, task_id
+
+
+def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
+    kb_id = knowledge_base.id
+    files = [d.file.name for d in knowledge_base.documents.all() if d.file]
+    with transaction.atomic():
+        knowledge_base.delete()
+    # Rows first: from this moment no search can return the text (retrieval reads texts from
+    # rows). A failure below leaves only unreachable vectors, which the sweep removes.
+    retrieval_cache.bump(kb_id)
+    _delete_vectors(lambda store: store.delete_knowledge_base(kb_id))
+    _delete_files(files)
+
+
+def knowledge_base_reindex(*, knowledge_base: KnowledgeBase, user) -> str:
+    from .tasks import update_knowledge_base
+
+    return task_enqueue(task=update_knowledge_base, args=[knowledge_base.id], user=user)
+
+
+def knowledge_base_reindex_run(*, knowledge_base_id: int) -> int:
+    """Body of `update_knowledge_base`: drop the base's vectors from every collection (its
+    model may have changed) and queue every document again. Returns how many were queued."""
+    base = KnowledgeBase.objects.filter(id=knowledge_base_id).first()
+    if base is None:
+        return 0
+    store = get_vector_store()
+    model = base.embedding_model or default_embedding_model()
+    current = store.collection_name(model=model, dimension=get_embedder(model).dimension)
+    # Vectors in the current model's collection stay until each document swaps its own, so
+    # the base keeps answering while it is re-indexed.
+    store.delete_knowledge_base(base.id, except_collection=current)
+    count = 0
+    for document in base.documents.select_related("uploaded_by"):
+        with transaction.atomic():
+            document_reindex(document=document, user=document.uploaded_by)
+        count += 1
+    retrieval_cache.bump(base.id)
+    return count
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CheckedUpload:
+    file: UploadedFile
+    file_type: str
+    sha256: str
+
+
+def _check_upload(*, knowledge_base: KnowledgeBase, upload: UploadedFile) -> _CheckedUpload:
+    name = upload.name or ""
+    file_type = extension_of(name)
+    if file_type not in settings.KNOWLEDGE_ALLOWED_TYPES:
+        raise UnsupportedFileType(
+            _("Unsupported file type; allowed: %(types)s.")
+            % {"types": ", ".join(settings.KNOWLEDGE_ALLOWED_TYPES)},
+            details={"filename": name},
+        )
+    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise FileTooLarge(
+            _("The file is larger than the limit of %(mb)s MB.") % {"mb": limit // (1024 * 1024)},
+            details={"filename": name, "max_bytes": limit},
+        )
+    upload.seek(0)
+    head = upload.read(8192)
+    try:
+        check_content_matches(file_type=file_type, head=head)
+    except FileTypeMismatch as exc:
+        raise UnsupportedFileType(str(exc), details={"filename": name}) from None
+    digest = hashlib.sha256()
+    upload.seek(0)
+    for piece in upload.chunks():
+        digest.update(piece)
+    upload.seek(0)
+    return _CheckedUpload(file=upload, file_type=file_type, sha256=digest.hexdigest())
+
+
+def _duplicate_error(*, name: str, existing: Document | None) -> Conflict:
+    details = {"filename": name}
+    if existing is not None:
+        details["document_id"] = existing.id
+    return Conflict(_("This file is already in the knowledge base."), details=details)
+
+
+def documents_upload(
+    *, knowledge_base: KnowledgeBase, user, files: list[UploadedFile]
+) -> list[tuple[Document, str]]:
+    """Store the files and queue their vectorisation. All or nothing: one bad file (type,
+    size, duplicate) rejects the request before anything is stored."""
+    if not files:
+        raise ApplicationError(_("Attach at least one file."))
+    if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
+        raise ApplicationError(
+            _("At most %(n)d files per upload.") % {"n": settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD}
+        )
+    checked = [_check_upload(knowledge_base=knowledge_base, upload=f) for f in files]
+    seen: set[str] = set()
+    for item in checked:
+        existing = knowledge_base.documents.filter(sha256=item.sha256).first()
+        if existing is not None or item.sha256 in seen:
+            raise _duplicate_error(name=item.file.name, existing=existing)
+        seen.add(item.sha256)
+
+    from .tasks import vectorize_document
+
+    created: list[tuple[Document, str]] = []
+    try:
+        with transaction.atomic():
+            for item in checked:
+                document = Document(
+                    knowledge_base=knowledge_base,
+                    uploaded_by=user,
+                    title=(item.file.name or "document")[:255],
+                    file_type=item.file_type,
+                    size=item.file.size or 0,
+                    sha256=item.sha256,
+                )
+                document.file.save(item.file.name, item.file, save=False)
+                document.save()
+                task_id = task_enqueue(task=vectorize_document, args=[document.id], user=user)
+                document.task_id = task_id
+                document.save(update_fields=["task_id"])
+                created.append((document, task_id))
+    except IntegrityError:
+        # Two uploads of the same file raced past the check above; the constraint decided.
+        _delete_files([d.file.name for d, _ in created])
+        raise _duplicate_error(name=checked[0].file.name, existing=None) from None
+    return created
+
+
+def document_reindex(*, document: Document, user) -> str:
+    """Queue the document again (re-index, retry, or a sweep re-queue). The new task id
+    supersedes any older task still queued or running for it."""
+    from .tasks import vectorize_document
+
+    task_id = task_enqueue(task=vectorize_document, args=[document.id], user=user)
+    # Its chunks (if it was ready) stay searchable until the new run swaps them.
+    Document.objects.filter(id=document.id).update(
+        task_id=task_id,
+        status=Document.Status.PENDING,
+        progress=0,
+        error="",
+        updated_at=timezone.now(),
+    )
+    document.refresh_from_db()
+    return task_id
+
+
+def document_delete(*, document: Document) -> None:
+    kb_id, document_id, file_name = document.knowledge_base_id, document.id, document.file.name
+    with transaction.atomic():
+        document.delete()
+    retrieval_cache.bump(kb_id)
+    _delete_vectors(lambda store: store.delete_document(document_id))
+    _delete_files([file_name] if file_name else [])
+
+
+def _delete_vectors(action: Callable) -> None:
+    try:
+        action(get_vector_store())
+    except Exception:
+        # The rows are gone, so nothing is reachable; the sweep retries the vector delete.
+        logger.exception("Deleting vectors failed; the sweep will remove them")
+
+
+def _delete_files(names: list[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    def delete() -> None:
+        for name in names:
+            try:
+                default_storage.delete(name)
+            except OSError:
+                logger.warning("Could not delete stored file %s", name)
+
+    transaction.on_commit(delete)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+def _set_progress(document: Document, progress: int, **fields) -> None:
+    Document.objects.filter(id=document.id).update(
+        progress=progress, updated_at=timezone.now(), **fields
+    )
+    task_progress_set(task_id=document.task_id or None, progress=progress)
+
+
+def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
+    """Parse, split, embed and store one document; idempotent (a re-run replaces its chunks
+    and vectors). `task_id` is the running task's id: a task that is no longer the
+    document's current one (re-index requested meanwhile, sweep re-queue) does nothing.
+    Returns the final status. Raises RetryableIngestError for transient failures."""
+    document = Document.objects.select_related("knowledge_base").filter(id=document_id).first()
+    if document is None:
+        return "missing"
+    if task_id and document.task_id and document.task_id != task_id:
+        return "superseded"
+    base = document.knowledge_base
+    was_ready = document.status == Document.Status.READY
+    _set_progress(
+        document,
+        1,
+        status=Document.Status.PROCESSING,
+        error="",
+        processing_started_at=timezone.now(),
+    )
+    timings: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        with document.file.open("rb") as handle:
+            data = handle.read()
+        sections = parse_document(data=data, file_type=document.file_type)
+        timings["parse"] = time.perf_counter() - started
+        started = time.perf_counter()
+        drafts = chunk_sections(
+            sections, chunk_size=base.chunk_size, chunk_overlap=base.chunk_overlap
+        )
+        timings["split"] = time.perf_counter() - started
+        _set_progress(document, 10)
+
+        model = base.embedding_model or default_embedding_model()
+        embedder = get_embedder(model)
+        started = time.perf_counter()
+        vectors: list[list[float]] = []
+        batch = max(1, settings.KNOWLEDGE_EMBED_BATCH_SIZE)
+        for start in range(0, len(drafts), batch):
+            vectors.extend(embedder.embed([d.text for d in drafts[start : start + batch]]))
+            _set_progress(document, 10 + int(80 * min(len(drafts), start + batch) / len(drafts)))
+        timings["embed"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        store = get_vector_store()
+        collection = store.ensure_collection(model=model, dimension=embedder.dimension)
+        with transaction.atomic():
+            current = Document.objects.select_for_update().filter(id=document.id).first()
+            if current is None:
+                return "missing"
+            if task_id and current.task_id and current.task_id != task_id:
+                return "superseded"
+            old_ids = list(current.chunks.values_list("id", flat=True))
+            Chunk.objects.filter(id__in=old_ids).delete()
+            chunks = Chunk.objects.bulk_create(
+                Chunk(
+                    document=document,
+                    knowledge_base=base,
+                    ordinal=ordinal,
+                    text=draft.text,
+                    token_count=draft.token_count,
+                    page=draft.page,
+                    section=draft.section,
+                )
+                for ordinal, draft in enumerate(drafts)
+            )
+        store.upsert(
+            collection=collection,
+            rows=[
+                VectorRow(c.id, base.id, document.id, c.text, v)
+                for c, v in zip(chunks, vectors, strict=True)
+            ],
+        )
+        # Old vectors go after the new ones are in, so a re-indexed document stays findable.
+        store.delete_chunks(collection=collection, chunk_ids=old_ids)
+        timings["store"] = time.perf_counter() - started
+    except ParseError as exc:
+        return _fail(document, str(exc), timings=timings)
+    except LLMError as exc:
+        if exc.retryable:
+            raise RetryableIngestError(exc.message) from exc
+        return _fail(document, exc.message, timings=timings)
+    except Exception as exc:
+        if _is_vector_store_unavailable(exc):
+            raise RetryableIngestError(str(exc)) from exc
+        logger.exception("Vectorising document %s failed", document_id)
+        return _fail(
+            document,
+            _("Processing failed because of an internal error; an administrator can see the logs."),
+            timings=timings,
+        )
+
+    Document.objects.filter(id=document.id).update(
+        status=Document.Status.READY,
+        progress=100,
+        chunk_count=len(chunks),
+        error="",
+        processed_at=timezone.now(),
+        timings={k: round(v, 4) for k, v in timings.items()},
+        updated_at=timezone.now(),
+    )
+    task_progress_set(task_id=document.task_id or None, progress=100)
+    retrieval_cache.bump(base.id)
+    if document.uploaded_by_id and not was_ready:
+        notification_send(
+            user=document.uploaded_by,
+            title=_("“%(title)s” is ready") % {"title": document.title},
+            body=_("%(n)d passages can now be searched.") % {"n": len(chunks)},
+            level="success",
+        )
+    return Document.Status.READY
+
+
+def document_fail(*, document_id: int, reason: str) -> None:
+    """Give up on a document after its retries ran out (called by the task)."""
+    document = Document.objects.filter(id=document_id).first()
+    if document is not None:
+        _fail(document, reason, timings={})
+
+
+def _fail(document: Document, reason: str, *, timings: dict) -> str:
+    old_ids = list(document.chunks.values_list("id", flat=True))
+    with transaction.atomic():
+        Chunk.objects.filter(id__in=old_ids).delete()
+        Document.objects.filter(id=document.id).update(
+            status=Document.Status.FAILED,
+            error=reason[:2000],
+            chunk_count=0,
+            processed_at=timezone.now(),
+            timings={k: round(v, 4) for k, v in timings.items()},
+            updated_at=timezone.now(),
+        )
+    task_progress_set(task_id=document.task_id or None, progress=100)
+    retrieval_cache.bump(document.knowledge_base_id)
+    if old_ids:
+        _delete_vectors(lambda store: store.delete_document(document.id))
+    if document.uploaded_by_id:
+        notification_send(
+            user=document.uploaded_by,
+            title=_("“%(title)s” could not be processed") % {"title": document.title},
+            body=reason,
+            level="error",
+        )
+    return Document.Status.FAILED
+
+
+def _is_vector_store_unavailable(exc: Exception) -> bool:
+    from pymilvus.exceptions import MilvusException
+
+    return isinstance(exc, (MilvusException, ConnectionError, TimeoutError))
+
+
+# --- maintenance ------------------------------------------------------------------------------
+
+
+def knowledge_sweep(*, now=None) -> dict[str, int]:
+    """Periodic (beat): re-queue documents stuck in `pending`/`processing` past the timeout
+    (a worker died, a message was lost) and remove vectors whose chunks no longer exist."""
+    now = now or timezone.now()
+    cutoff = now - timezone.timedelta(seconds=settings.KNOWLEDGE_STUCK_AFTER_SECONDS)
+    stuck = Document.objects.filter(
+        status__in=[Document.Status.PENDING, Document.Status.PROCESSING], updated_at__lt=cutoff
+    ).select_related("uploaded_by")
+    requeued = 0
+    for document in stuck:
+        with transaction.atomic():
+            document_reindex(document=document, user=document.uploaded_by)
+        requeued += 1
+    return {"requeued": requeued, "orphan_vectors_removed": vectors_remove_orphans()}
+
+
+def vectors_remove_orphans() -> int:
+    store = get_vector_store()
+    removed = 0
+    for collection in store.our_collections():
+        store.load(collection)
+        for ids in store.iter_chunk_ids(collection=collection):
+            existing = set(Chunk.objects.filter(id__in=ids).values_list("id", flat=True))
+            orphans = [i for i in ids if i not in existing]
+            store.delete_chunks(collection=collection, chunk_ids=orphans)
+            removed += len(orphans)
+    return removed
+
+
+def vectors_rebuild(
+    *, knowledge_base_id: int | None = None, log: Callable[[str], None] = lambda _m: None
+) -> int:
+    """Re-embed stored chunks and write them again (after a Milvus data loss, an index change
+    or a model upgrade); parsing is not redone. Returns the number of vectors written."""
+    store = get_vector_store()
+    bases = KnowledgeBase.objects.all()
+    if knowledge_base_id is not None:
+        bases = bases.filter(id=knowledge_base_id)
+    written = 0
+    batch = max(1, settings.KNOWLEDGE_EMBED_BATCH_SIZE)
+    for base in bases:
+        store.delete_knowledge_base(base.id)
+        model = base.embedding_model or default_embedding_model()
+        embedder = get_embedder(model)
+        collection = store.ensure_collection(model=model, dimension=embedder.dimension)
+        chunks = Chunk.objects.filter(knowledge_base=base).order_by("id")
+        pending: list[Chunk] = []
+        for chunk in chunks.iterator(chunk_size=1000):
+            pending.append(chunk)
+            if len(pending) == batch:
+                written += _rebuild_batch(store, collection, embedder, pending)
+                pending = []
+        if pending:
+            written += _rebuild_batch(store, collection, embedder, pending)
+        retrieval_cache.bump(base.id)
+        log(f"{base.name} (#{base.id}): {written} vectors so far")
+    if knowledge_base_id is None:
+        vectors_remove_orphans()
+    return written
+
+
+def _rebuild_batch(store, collection: str, embedder, chunks: list[Chunk]) -> int:
+    vectors = embedder.embed([c.text for c in chunks])
+    store.upsert(
+        collection=collection,
+        rows=[
+            VectorRow(c.id, c.knowledge_base_id, c.document_id, c.text, v)
+            for c, v in zip(chunks, vectors, strict=True)
+        ],
+    )
+    return len(chunks)

@@ -1,0 +1,253 @@
+"""Vectors in Milvus through pymilvus `MilvusClient`: the same code serves Milvus Lite's gRPC
+server (the embedded default) and a Milvus server.
+
+One collection per embedding model and dimension; `kb_id` is its partition key, so a search
+filtered to a few bases touches only their partitions. Rows are keyed by Chunk id and carry
+nothing the database does not have: Milvus is an index, rebuilt from Chunk rows at will.
+Servers that have BM25 full-text search (Milvus ≥ 2.5 and Milvus Lite 3) also get the chunk
+text analysed with jieba and a BM25 sparse field, so keyword search runs where the vectors are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+TEXT_MAX_LENGTH = 65535  # VARCHAR limit, in bytes
+HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+NUM_PARTITIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class VectorRow:
+    chunk_id: int
+    kb_id: int
+    document_id: int
+    text: str
+    vector: list[float]
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", text)[:3])
+
+
+class VectorStore:
+    def __init__(self, *, uri: str, token: str = "", prefix: str = "openspark_chunks") -> None:
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.prefix = prefix
+        self.client = MilvusClient(uri=uri, token=token, timeout=30)
+        version = self.client.get_server_version()
+        # Lite reports "milvus_lite-3.x"; servers "v2.x.y". BM25 arrived in server 2.5.
+        lite = "lite" in version and not version.startswith("v")
+        self.supports_bm25 = lite or _version_tuple(version) >= (2, 5)
+        self.server_version = version
+        self._ready: set[str] = set()
+        self._lock = threading.Lock()
+
+    # --- collections ------------------------------------------------------------------------
+
+    def collection_name(self, *, model: str, dimension: int) -> str:
+        slug = re.sub(r"[^0-9a-zA-Z]+", "_", model).strip("_").lower()
+        return f"{self.prefix}_{slug}_{dimension}"
+
+    def our_collections(self) -> list[str]:
+        return [c for c in self.client.list_collections() if c.startswith(f"{self.prefix}_")]
+
+    def ensure_collection(self, *, model: str, dimension: int) -> str:
+        name = self.collection_name(model=model, dimension=dimension)
+        if name in self._ready:
+            return name
+        with self._lock:
+            if name not in self._ready:
+                if not self.client.has_collection(name):
+                    self._create(name, dimension)
+                self.client.load_collection(name)
+                self._ready.add(name)
+        return name
+
+    def _create(self, name: str, dimension: int) -> None:
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.INT64, is_primary=True)
+        schema.add_field("kb_id", DataType.INT64, is_partition_key=True)
+        schema.add_field("document_id", DataType.INT64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
+        if self.supports_bm25:
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=TEXT_MAX_LENGTH,
+                enable_analyzer=True,
+                # jieba cuts Chinese into words and passes Latin words through; lowercase so
+                # "Milvus" matches "milvus".
+                analyzer_params={"tokenizer": "jieba", "filter": ["lowercase"]},
+            )
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self.client.create_collection(
+            name,
+            schema=schema,
+            index_params=index,
+            num_partitions=NUM_PARTITIONS,
+            # Reads see every write that returned before them: a search right after a
+            # document turns `ready`, or right after a delete, sees that change.
+            consistency_level="Strong",
+        )
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def upsert(self, *, collection: str, rows: list[VectorRow]) -> None:
+        if not rows:
+            return
+        data = []
+        for row in rows:
+            item = {
+                "chunk_id": row.chunk_id,
+                "kb_id": row.kb_id,
+                "document_id": row.document_id,
+                "vector": row.vector,
+            }
+            if self.supports_bm25:
+                item["text"] = _truncate_utf8(row.text, TEXT_MAX_LENGTH)
+            data.append(item)
+        # Upsert, not insert: Milvus keeps duplicate primary keys on insert, and a retried
+        # batch must replace rows, never add a second copy.
+        self.client.upsert(collection, data)
+
+    def load(self, name: str) -> None:
+        # Servers evaluate searches and delete expressions against loaded segments only.
+        if name not in self._ready:
+            self.client.load_collection(name)
+            self._ready.add(name)
+
+    def delete_where(self, expression: str, *, except_collection: str | None = None) -> None:
+        for name in self.our_collections():
+            if name != except_collection:
+                self.load(name)
+                self.client.delete(name, filter=expression)
+
+    def delete_document(self, document_id: int) -> None:
+        self.delete_where(f"document_id == {int(document_id)}")
+
+    def delete_knowledge_base(self, kb_id: int, *, except_collection: str | None = None) -> None:
+        self.delete_where(f"kb_id == {int(kb_id)}", except_collection=except_collection)
+
+    def delete_chunks(self, *, collection: str, chunk_ids: Iterable[int]) -> None:
+        ids = [int(i) for i in chunk_ids]
+        if ids:
+            self.client.delete(collection, ids=ids)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def search_vector(
+        self, *, collection: str, vector: list[float], kb_ids: list[int], limit: int
+    ) -> list[tuple[int, float]]:
+        """[(chunk_id, cosine similarity)], best first, only in the given bases."""
+        results = self.client.search(
+            collection,
+            data=[vector],
+            anns_field="vector",
+            limit=limit,
+            filter=_kb_filter(kb_ids),
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit * 2)}},
+        )
+        return [(_hit_id(hit), float(hit["distance"])) for hit in results[0]]
+
+    def search_keyword(
+        self, *, collection: str, query: str, kb_ids: list[int], limit: int
+    ) -> list[tuple[int, float]]:
+        """[(chunk_id, BM25 score)], best first. Lite reports BM25 scores negated, so only the
+        order is meaningful; callers rank, never threshold, these."""
+        results = self.client.search(
+            collection,
+            data=[query],
+            anns_field="sparse",
+            limit=limit,
+            filter=_kb_filter(kb_ids),
+            search_params={"metric_type": "BM25"},
+        )
+        return [(_hit_id(hit), abs(float(hit["distance"]))) for hit in results[0]]
+
+    def iter_chunk_ids(self, *, collection: str, batch_size: int = 2000) -> Iterator[list[int]]:
+        iterator = self.client.query_iterator(
+            collection, batch_size=batch_size, filter="chunk_id >= 0", output_fields=["chunk_id"]
+        )
+        try:
+            while batch := iterator.next():
+                yield [int(row["chunk_id"]) for row in batch]
+        finally:
+            iterator.close()
+
+    def count(self, *, collection: str, expression: str = "chunk_id >= 0") -> int:
+        rows = self.client.query(collection, filter=expression, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _kb_filter(kb_ids: list[int]) -> str:
+    return f"kb_id in {[int(i) for i in kb_ids]}"
+
+
+def _hit_id(hit) -> int:
+    # Servers key hits by "id", Lite by the primary field's name.
+    value = hit.get("id", hit.get("chunk_id"))
+    return int(value)
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+_stores: dict[tuple[str, str, str], VectorStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_vector_store() -> VectorStore:
+    """The process's store for settings.MILVUS_URI (read at call time, so tests can switch)."""
+    uri = settings.MILVUS_URI
+    if not uri:
+        raise ImproperlyConfigured("MILVUS_URI is not set; the runner starts Milvus Lite for it.")
+    key = (uri, settings.MILVUS_TOKEN, settings.KNOWLEDGE_COLLECTION_PREFIX)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = VectorStore(uri=uri, token=key[1], prefix=key[2])
+            _stores[key] = store
+        return store
+
+
+def forget_vector_stores() -> None:
+    """Drop cached clients (tests that stop a server; a process that changes MILVUS_URI)."""
+    with _stores_lock:
+        for store in _stores.values():
+            try:
+                store.close()
+            except Exception:  # a client of a server that is gone may fail to close
+                logger.debug("closing a vector store client failed", exc_info=True)
+        _stores.clear()
