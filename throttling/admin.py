@@ -23,6 +23,7 @@ class PlanAdmin(admin.ModelAdmin):
             {"fields": ("conversations_per_minute", "messages_per_minute", "knowledge_per_minute")},
         ),
         (_("LLM tokens"), {"fields": ("monthly_token_quota",)}),
+        (_("Cache"), {"fields": ("ai_response_cache_enabled",)}),
     )
 
 

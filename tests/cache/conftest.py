@@ -11,7 +11,7 @@ from throttling.models import Plan
 
 def reset_process_state() -> None:
     backend.health.reset()
-    with stats._lock:
+    with stats._flush_lock, stats._lock:
         stats._pending.clear()
 
 

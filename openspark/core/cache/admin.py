@@ -13,7 +13,7 @@ from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from .namespaces import NAMESPACES, RATE_LIMIT
 from .service import cache_purge
@@ -27,11 +27,12 @@ def cache_admin_view(request, *, site):
         namespace = request.POST.get("purge", "")
         if namespace in NAMESPACES and namespace != RATE_LIMIT:
             deleted = cache_purge(namespace)
-            messages.success(
-                request,
-                _("Purged %(namespace)s (%(count)d keys deleted).")
-                % {"namespace": namespace, "count": deleted},
+            message = ngettext(
+                "Purged %(namespace)s (%(count)d key deleted).",
+                "Purged %(namespace)s (%(count)d keys deleted).",
+                deleted,
             )
+            messages.success(request, message % {"namespace": namespace, "count": deleted})
         return redirect("admin:cache-stats")
     template = engines["django"].from_string(_TEMPLATE.read_text())
     context = {**site.each_context(request), "title": _("Cache"), "stats": stats_get()}

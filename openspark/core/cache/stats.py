@@ -8,6 +8,7 @@ locally while Redis is down); `stats_get` flushes the calling process first."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -21,6 +22,9 @@ BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
 _FLUSH_EVERY = 1.0
 
 _lock = threading.Lock()
+# Held for a whole flush (and by stats_get), so a batch on its way to Redis is never missing
+# from both the buffer and Redis while someone reads the totals.
+_flush_lock = threading.RLock()
 _pending: dict[str, Counter] = defaultdict(Counter)
 _flushed_at = 0.0
 # Version bumps are not per namespace; they are counted under this pseudo-namespace.
@@ -35,8 +39,30 @@ def _bucket(us: int) -> str:
     return "le_inf"
 
 
+_flusher_pid = 0
+
+
+def _ensure_flusher() -> None:
+    """A daemon thread per process adds buffered counts to Redis every second, so the last
+    requests before a quiet period are not left unflushed. Started lazily (after a fork the
+    child starts its own)."""
+    global _flusher_pid
+    if _flusher_pid == os.getpid():
+        return
+    _flusher_pid = os.getpid()
+
+    def loop():
+        while True:
+            time.sleep(_FLUSH_EVERY)
+            if _pending:
+                flush(force=True)
+
+    threading.Thread(target=loop, name="cache-stats-flusher", daemon=True).start()
+
+
 def record_latency(namespace: str, seconds: float) -> None:
     us = int(seconds * 1_000_000)
+    _ensure_flusher()
     with _lock:
         counter = _pending[namespace]
         counter["latency_us"] += us
@@ -45,6 +71,7 @@ def record_latency(namespace: str, seconds: float) -> None:
 
 
 def record(namespace: str, field: str, amount: int = 1) -> None:
+    _ensure_flusher()
     with _lock:
         _pending[namespace][field] += amount
 
@@ -59,26 +86,27 @@ def flush(*, force: bool = False) -> None:
     now = time.monotonic()
     if not force and now - _flushed_at < _FLUSH_EVERY:
         return
-    with _lock:
-        _flushed_at = now
-        batch = {ns: counter for ns, counter in _pending.items() if counter}
-        _pending.clear()
-    if not batch:
-        return
-
-    def write(client):
-        pipe = client.pipeline(transaction=False)
-        for namespace, counter in batch.items():
-            for field, amount in counter.items():
-                pipe.hincrby(stats_key(namespace), field, amount)
-        pipe.execute()
-
-    try:
-        backend.call(write)
-    except backend.Unavailable:
+    with _flush_lock:
         with _lock:
+            _flushed_at = now
+            batch = {ns: counter for ns, counter in _pending.items() if counter}
+            _pending.clear()
+        if not batch:
+            return
+
+        def write(client):
+            pipe = client.pipeline(transaction=False)
             for namespace, counter in batch.items():
-                _pending[namespace].update(counter)
+                for field, amount in counter.items():
+                    pipe.hincrby(stats_key(namespace), field, amount)
+            pipe.execute()
+
+        try:
+            backend.call(write)
+        except backend.Unavailable:
+            with _lock:
+                for namespace, counter in batch.items():
+                    _pending[namespace].update(counter)
 
 
 def _percentile(counts: dict[str, int], total: int, fraction: float) -> float | None:
@@ -130,8 +158,12 @@ _REDIS_FIELDS = {
 def stats_get() -> dict:
     """Counts per namespace (Redis totals plus what this process has not flushed yet),
     Redis memory and evictions; still answers, from this process alone, when Redis is down."""
-    flush(force=True)
+    with _flush_lock:
+        flush(force=True)
+        return _stats_read()
 
+
+def _stats_read() -> dict:
     def read(client):
         pipe = client.pipeline(transaction=False)
         for name in _TRACKED:
