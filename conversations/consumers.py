@@ -19,6 +19,7 @@ from rest_framework import serializers
 
 from openspark.core.errors import ApplicationError
 from openspark.llm import provider_status
+from throttling.services import limiter_check_websocket
 
 from . import realtime
 from .models import Message
@@ -298,10 +299,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _rate_limited(self) -> bool:
         """The limiter's verdict for one message (same limits as POST /api/v1/messages)."""
-        try:
-            from throttling.services import limiter_check_websocket
-        except ImportError:  # the limiter lands with the throttling issue
-            return False
         client = self.scope.get("client") or ("", 0)
         decision = await database_sync_to_async(limiter_check_websocket)(
             user=self.user, ip=client[0] or ""

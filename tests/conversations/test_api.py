@@ -7,6 +7,8 @@ from conversations.models import Conversation, Message
 from conversations.services import message_send
 from knowledge.models import KnowledgeBase
 from openspark.core.models import TaskRecord
+from throttling.models import TokenUsage
+from throttling.selectors import month_start, plan_for_user
 
 pytestmark = pytest.mark.django_db
 
@@ -215,3 +217,15 @@ def test_schema_lists_the_chat_endpoints(client):
         "/api/v1/messages/{message_id}/feedback",
     ):
         assert path in paths, path
+
+
+def test_send_is_refused_when_the_monthly_quota_is_used_up(auth_client, user):
+    quota = plan_for_user(user).monthly_token_quota
+    TokenUsage.objects.create(user=user, month=month_start(), prompt_tokens=quota)
+
+    response = auth_client.post("/api/v1/messages/", {"content": "one more"}, format="json")
+
+    assert response.status_code == 429
+    assert error_code(response) == "quota_exceeded"
+    assert int(response["Retry-After"]) > 0
+    assert not Message.objects.exists()
