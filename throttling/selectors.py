@@ -208,16 +208,16 @@ def _config_load() -> LimiterConfig:
 # --- Monitoring -----------------------------------------------------------------------------
 
 
-def _parse_signature(field: str) -> tuple[bool, list[tuple[str, str]]]:
-    """'a|global,plan!' → (allowed, [(layer, flag)]); see throttling/lua/limiter.lua."""
-    outcome, _sep, body = field.partition("|")
+def _parse_signature(field: str) -> tuple[bool, list[tuple[str, str]], int | None]:
+    """'a|global,plan!|37' → (allowed, [(layer, flag)], latency bucket); see limiter.lua."""
+    outcome, body, bucket = [*field.split("|"), "", ""][:3]
     parts = []
     for item in body.split(","):
         if item and item[-1] in "!~-":
             parts.append((item[:-1], item[-1]))
         elif item:
             parts.append((item, ""))
-    return outcome == "a", parts
+    return outcome == "a", parts, int(bucket) if bucket.isdigit() else None
 
 
 def limiter_stats_get(*, minutes: int = 10) -> dict:
@@ -246,12 +246,10 @@ def limiter_stats_get(*, minutes: int = 10) -> dict:
         layers: dict[str, dict[str, int]] = {}
         requests = {"allowed": 0, "denied": 0}
         for raw_field, raw_count in counters.items():
-            field_name, count = raw_field.decode(), int(raw_count)
-            if field_name.startswith("lat:"):
-                bucket = int(field_name[4:])
+            allowed, parts, bucket = _parse_signature(raw_field.decode())
+            count = int(raw_count)
+            if bucket is not None:
                 latency[bucket] = latency.get(bucket, 0) + count
-                continue
-            allowed, parts = _parse_signature(field_name)
             requests["allowed" if allowed else "denied"] += count
             for layer, flag in parts:
                 row = layers.setdefault(

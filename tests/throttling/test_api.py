@@ -117,6 +117,8 @@ def test_plan_limit_edited_in_the_admin_takes_effect(auth_client, staff_user):
 
 
 def test_endpoint_group_limits(auth_client, test_urls):
+    # The exact sliding window: never more than 30 in any 60 s, however slow the machine.
+    _policy("endpoint", algorithm="sliding_window")
     statuses = [auth_client.get("/api/v1/knowledge/_t/").status_code for _ in range(32)]
     assert statuses == [200] * 30 + [429, 429]
     refused = auth_client.get("/api/v1/knowledge/_t/")
@@ -192,10 +194,14 @@ def test_websocket_frames_share_the_messages_budget(user, test_urls):
     user.save()
     client = APIClient()
     client.force_authenticate(user)
+    started = time.monotonic()
     frames = [limiter_check_websocket(user=user, ip="127.0.0.1") for _ in range(60)]
     assert all(d.allowed for d in frames)
-    statuses = [client.post("/api/v1/messages/_t/").status_code for _ in range(61)]
-    assert statuses == [201] * 60 + [429]
+    posted = 0
+    while client.post("/api/v1/messages/_t/").status_code == 201:
+        posted += 1
+    # 120 per minute shared with the frames (2 per second refill during the test).
+    assert 60 <= posted <= 60 + int(120 * (time.monotonic() - started) / 60) + 1
     refused = limiter_check_websocket(user=user, ip="127.0.0.1")
     assert not refused.allowed
     assert refused.layer == "endpoint:messages"

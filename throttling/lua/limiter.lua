@@ -3,89 +3,97 @@
 -- KEYS[1..n]   one state key per rule
 -- KEYS[n+1]    this minute's stats hash, KEYS[n+2] this minute's top-limited sorted set
 -- ARGV[1]      mode: "c" check and consume, "p" peek (read only, no stats)
--- ARGV[2]      n, the number of rules
--- ARGV[3]      who is asking ("u:42" / "ip:1.2.3.4"), counted in the top-limited set on denial
--- ARGV[4]      latency histogram field of this process's previous call ("" = none)
--- ARGV[5]      near-limit ratio (remaining < limit * ratio counts as near the limit)
--- ARGV[6..]    per rule: layer, limit, period (µs), algorithm (t|s|f), shadow (0|1)
+-- ARGV[2]      who is asking ("u:42" / "ip:1.2.3.4"), counted in the top-limited set on denial
+-- ARGV[3]      latency bucket of this process's previous call ("" = none)
+-- ARGV[4]      near-limit ratio (remaining < limit * ratio counts as near the limit)
+-- ARGV[5..]    one per rule: "<layer> <limit> <period µs> <algorithm t|s|f> <shadow 0|1>"
 --
 -- Invariant: either every enforcing rule admits the request and every admitting rule
 -- consumes one unit, or nothing is consumed anywhere (all-or-nothing). Time is Redis's own.
+-- Cost matters (one call per API request): string state is read with one MGET, each rule
+-- writes once (SET .. PX), and stats take one HINCRBY.
 --
--- Returns {allowed, denying rule index (0 = none), retry after µs,
---          then per rule: remaining, µs until fully restored, admitted by this rule (0|1)}.
+-- Returns one string: "<allowed 0|1> <refusing rule index, 0 = none> <retry after µs>"
+-- then per rule ";<remaining> <µs until fully restored> <admits 0|1>".
 
 local mode = ARGV[1]
-local n = tonumber(ARGV[2])
-local near_ratio = tonumber(ARGV[5])
+local n = #KEYS - 2
+local near_ratio = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Lua's default number-to-string keeps 14 digits; µs timestamps have 16.
 local function int(x) return string.format('%d', x) end
 
-local ok, level, remaining, reset, retry, layer, shadow = {}, {}, {}, {}, {}, {}, {}
-local allowed, deny, deny_retry = 1, 0, 0
-
+local layer, limit, period, algo, shadow = {}, {}, {}, {}, {}
+local string_keys, string_index = {}, {}
 for i = 1, n do
-  local b = 6 + (i - 1) * 5
-  layer[i] = ARGV[b]
-  local limit = tonumber(ARGV[b + 1])
-  local period = tonumber(ARGV[b + 2])
-  local algo = ARGV[b + 3]
-  shadow[i] = ARGV[b + 4] == '1'
-  local key = KEYS[i]
-  if algo == 't' then
+  local l, q, w, a, s = string.match(ARGV[4 + i], '^(%S+) (%d+) (%d+) (%a) (%d)$')
+  layer[i], limit[i], period[i], algo[i], shadow[i] = l, tonumber(q), tonumber(w), a, s == '1'
+  if a ~= 's' then
+    string_keys[#string_keys + 1] = KEYS[i]
+    string_index[i] = #string_keys
+  end
+end
+local values = {}
+if #string_keys > 0 then values = redis.call('MGET', unpack(string_keys)) end
+
+local ok, level, remaining, reset, retry = {}, {}, {}, {}, {}
+local allowed, deny, deny_retry = 1, 0, 0
+for i = 1, n do
+  local q, w, a = limit[i], period[i], algo[i]
+  if a == 't' then
     -- Token bucket stored as its deficit ("level", the used part of the bucket) so a limit
     -- changed in the admin applies at once: capacity = limit, refill = limit per period.
     local lv = 0
-    local s = redis.call('GET', key)
+    local s = values[string_index[i]]
     if s then
       local l, ts = string.match(s, '^(%S+) (%S+)$')
-      lv = tonumber(l) - (now - tonumber(ts)) * limit / period
+      lv = tonumber(l) - (now - tonumber(ts)) * q / w
       if lv < 0 then lv = 0 end
     end
     level[i] = lv
-    ok[i] = lv + 1 <= limit
+    ok[i] = lv + 1 <= q
     if ok[i] and mode == 'c' then
-      remaining[i] = math.floor(limit - lv - 1)
-      reset[i] = (lv + 1) * period / limit
+      remaining[i] = math.floor(q - lv - 1)
+      reset[i] = (lv + 1) * w / q
     else
-      remaining[i] = math.max(0, math.floor(limit - lv))
-      reset[i] = lv * period / limit
+      remaining[i] = math.max(0, math.floor(q - lv))
+      reset[i] = lv * w / q
     end
-    retry[i] = ok[i] and 0 or (lv + 1 - limit) * period / limit
-  elseif algo == 'f' then
-    local win = math.floor(now / period)
+    retry[i] = ok[i] and 0 or (lv + 1 - q) * w / q
+  elseif a == 'f' then
+    local win = math.floor(now / w)
     local c = 0
-    local s = redis.call('GET', key)
+    local s = values[string_index[i]]
     if s then
-      local w, cc = string.match(s, '^(%S+) (%S+)$')
-      if tonumber(w) == win then c = tonumber(cc) end
+      local sw, sc = string.match(s, '^(%S+) (%S+)$')
+      if tonumber(sw) == win then c = tonumber(sc) end
     end
     level[i] = c
-    ok[i] = c + 1 <= limit
-    remaining[i] = math.max(0, limit - c - ((ok[i] and mode == 'c') and 1 or 0))
-    reset[i] = (win + 1) * period - now
+    ok[i] = c + 1 <= q
+    remaining[i] = math.max(0, q - c - ((ok[i] and mode == 'c') and 1 or 0))
+    reset[i] = (win + 1) * w - now
     retry[i] = ok[i] and 0 or reset[i]
   else
     -- Sliding window as an exact log: one sorted-set member per admitted request.
+    local key = KEYS[i]
     local c
     if mode == 'c' then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - period))
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - w))
       c = redis.call('ZCARD', key)
     else
-      c = redis.call('ZCOUNT', key, '(' .. int(now - period), '+inf')
+      c = redis.call('ZCOUNT', key, '(' .. int(now - w), '+inf')
     end
     level[i] = c
-    ok[i] = c + 1 <= limit
-    remaining[i] = math.max(0, limit - c - ((ok[i] and mode == 'c') and 1 or 0))
-    reset[i] = period
+    ok[i] = c + 1 <= q
+    remaining[i] = math.max(0, q - c - ((ok[i] and mode == 'c') and 1 or 0))
+    reset[i] = w
     retry[i] = 0
     if not ok[i] then
       -- The request that must leave the window before one more fits.
-      local first = redis.call('ZRANGEBYSCORE', key, '(' .. int(now - period), '+inf',
-                               'WITHSCORES', 'LIMIT', c - limit, 1)
-      retry[i] = tonumber(first[2]) + period - now
+      local first = redis.call('ZRANGEBYSCORE', key, '(' .. int(now - w), '+inf',
+                               'WITHSCORES', 'LIMIT', c - q, 1)
+      retry[i] = tonumber(first[2]) + w - now
     end
   end
   if not ok[i] and not shadow[i] then
@@ -96,54 +104,48 @@ for i = 1, n do
   end
 end
 
-local out = {allowed, deny, math.ceil(deny_retry)}
+local out = {allowed .. ' ' .. deny .. ' ' .. int(math.ceil(deny_retry))}
 for i = 1, n do
-  out[#out + 1] = remaining[i]
-  out[#out + 1] = math.ceil(reset[i])
-  out[#out + 1] = ok[i] and 1 or 0
+  out[i + 1] = remaining[i] .. ' ' .. int(math.ceil(reset[i])) .. ' ' .. (ok[i] and 1 or 0)
 end
 if mode ~= 'c' then
-  return out
+  return table.concat(out, ';')
 end
 
 local parts = {}
 for i = 1, n do
-  local b = 6 + (i - 1) * 5
-  local limit = tonumber(ARGV[b + 1])
-  local period = tonumber(ARGV[b + 2])
-  local algo = ARGV[b + 3]
+  local q, w, a = limit[i], period[i], algo[i]
   local flag = ''
   if allowed == 1 and ok[i] then
     local key = KEYS[i]
-    if algo == 't' then
+    if a == 't' then
       local lv = level[i] + 1
       redis.call('SET', key, string.format('%.6f %d', lv, now),
-                 'PX', int(math.ceil(lv * period / limit / 1000) + 1))
-    elseif algo == 'f' then
-      local win = math.floor(now / period)
+                 'PX', int(math.ceil(lv * w / q / 1000) + 1))
+    elseif a == 'f' then
+      local win = math.floor(now / w)
       redis.call('SET', key, int(win) .. ' ' .. int(level[i] + 1),
                  'PX', int(math.ceil(reset[i] / 1000) + 1))
     else
       redis.call('ZADD', key, int(now), int(now) .. '.' .. int(level[i]))
-      redis.call('PEXPIRE', key, int(math.ceil(period / 1000) + 1))
+      redis.call('PEXPIRE', key, int(math.ceil(w / 1000) + 1))
     end
-    if remaining[i] < limit * near_ratio then flag = '!' end
+    if remaining[i] < q * near_ratio then flag = '!' end
   elseif not ok[i] then
     flag = shadow[i] and '~' or ((i == deny) and '-' or '')
   end
   parts[#parts + 1] = layer[i] .. flag
 end
 
--- Stats: one counter per outcome signature ("a|global,plan!" = allowed, plan near its limit);
--- the reader splits signatures back into per-layer counts. Fields are few, so EXPIRE runs
--- only when a field is first created.
+-- Stats: one counter per outcome signature and latency bucket ("a|global,plan!|37" =
+-- allowed, plan near its limit, previous call in latency bucket 37); the reader splits them
+-- back into per-layer counts. Fields are few, so EXPIRE runs only when one is first created.
 local stats, top = KEYS[n + 1], KEYS[n + 2]
-local field = (allowed == 1 and 'a|' or 'd|') .. table.concat(parts, ',')
+local field = (allowed == 1 and 'a|' or 'd|') .. table.concat(parts, ',') .. '|' .. ARGV[3]
 if redis.call('HINCRBY', stats, field, 1) == 1 then redis.call('EXPIRE', stats, 3900) end
-if ARGV[4] ~= '' then redis.call('HINCRBY', stats, ARGV[4], 1) end
-if allowed == 0 and ARGV[3] ~= '' then
-  if tonumber(redis.call('ZINCRBY', top, 1, ARGV[3])) == 1 then
+if allowed == 0 and ARGV[2] ~= '' then
+  if tonumber(redis.call('ZINCRBY', top, 1, ARGV[2])) == 1 then
     redis.call('EXPIRE', top, 3900)
   end
 end
-return out
+return table.concat(out, ';')
