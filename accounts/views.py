@@ -1,4 +1,4 @@
-"""Browser pages: signup, login (brute-force limited), logout, home."""
+"""Browser pages: signup, login (brute-force limited), logout, account."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,7 +13,6 @@ from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
 from .forms import SignupForm
-from .selectors import user_profile_get
 from .services import user_create
 
 
@@ -93,8 +92,3 @@ ACCOUNT_JS_STRINGS = {
 def account(request):
     strings = {key: str(value) for key, value in ACCOUNT_JS_STRINGS.items()}
     return render(request, "accounts/account.html", {"js_strings": strings})
-
-
-@login_required
-def home(request):
-    return render(request, "home.html", {"profile": user_profile_get(user=request.user)})

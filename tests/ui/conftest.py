@@ -6,6 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conversations import conftest as chat_fixtures
+
+# The chat pipeline's live fixtures: the GLM test server, a worker on this run's chat queue and
+# an ASGI server that queues there (see tests/conversations/conftest.py).
+_glm_server = chat_fixtures._glm_server
+_loopback_bypasses_proxy = chat_fixtures._loopback_bypasses_proxy
+chat_asgi = chat_fixtures.chat_asgi
+chat_worker = chat_fixtures.chat_worker
+glm_server = chat_fixtures.glm_server
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
@@ -32,9 +42,8 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, asgi_server):
-    context = browser.new_context(base_url=asgi_server.url, locale="en-US")
+def _new_page(browser, base_url: str, **options):
+    context = browser.new_context(base_url=base_url, locale="en-US", **options)
     context.set_default_timeout(15_000)
     page = context.new_page()
     # Every dialog is recorded (an XSS test asserts none opened); our own confirm() prompts
@@ -47,8 +56,34 @@ def page(browser, asgi_server):
 
     page.on("dialog", on_dialog)
     page.dialogs = dialogs
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    return page
+
+
+@pytest.fixture
+def page(browser, asgi_server):
+    page = _new_page(browser, asgi_server.url)
     yield page
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture
+def chat_page(browser, chat_asgi, chat_worker, glm_server):
+    """A page on the full chat stack: uvicorn, a Celery worker, the GLM test server."""
+    page = _new_page(browser, chat_asgi.url)
+    yield page
+    page.context.close()
+    assert page.errors == [], page.errors
+
+
+@pytest.fixture
+def phone_page(browser, asgi_server):
+    page = _new_page(browser, asgi_server.url, viewport={"width": 390, "height": 844},
+                     is_mobile=True, has_touch=True)  # fmt: skip
+    yield page
+    page.context.close()
 
 
 def screenshot(page, name: str) -> Path:
