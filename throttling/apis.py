@@ -1,4 +1,5 @@
 from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from redis import RedisError
 from rest_framework import serializers
@@ -22,20 +23,21 @@ class LayerStateSerializer(serializers.Serializer):
     shadow = serializers.BooleanField()
 
 
+class RateLimitStatusSerializer(serializers.Serializer):
+    authenticated = serializers.BooleanField()
+    ip = serializers.CharField()
+    allow_listed = serializers.BooleanField()
+    blocked = serializers.BooleanField()
+    degraded = serializers.BooleanField(help_text="Redis unreachable: no live figures.")
+    layers = LayerStateSerializer(many=True)
+
+
 class RateLimitStatusApi(APIView):
     """The caller's own remaining budget per layer (anonymous callers: their IP's)."""
 
     permission_classes = [AllowAny]
 
-    class OutputSerializer(serializers.Serializer):
-        authenticated = serializers.BooleanField()
-        ip = serializers.CharField()
-        allow_listed = serializers.BooleanField()
-        blocked = serializers.BooleanField()
-        degraded = serializers.BooleanField(help_text="Redis unreachable: no live figures.")
-        layers = LayerStateSerializer(many=True)
-
-    @extend_schema(responses=OutputSerializer, operation_id="rate_limit_status")
+    @extend_schema(responses=RateLimitStatusSerializer, operation_id="rate_limit_status")
     def get(self, request):
         identity = identity_resolve(request._request, user=request.user)
         listed = listed_get(config=limiter_config_get(), identity=identity)
@@ -48,7 +50,7 @@ class RateLimitStatusApi(APIView):
             "degraded": states is None,
             "layers": states or [],
         }
-        return Response(self.OutputSerializer(data).data)
+        return Response(RateLimitStatusSerializer(data).data)
 
 
 class RateLimitStatsApi(APIView):
@@ -61,7 +63,7 @@ class RateLimitStatsApi(APIView):
 
     @extend_schema(
         parameters=[InputSerializer],
-        responses=serializers.DictField(),
+        responses=OpenApiTypes.OBJECT,
         operation_id="rate_limit_stats",
     )
     def get(self, request):

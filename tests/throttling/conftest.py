@@ -1,3 +1,4 @@
+import os
 import uuid
 
 import pytest
@@ -46,7 +47,9 @@ def test_urls(settings):
 
 @pytest.fixture
 def live_limiter_keys():
-    """Live servers run with the run-wide prefix; clear its limiter keys around the test."""
-    delete_limiter_keys("ostest")
+    """Live servers use the run's prefix (inherited from the environment, not our per-test
+    override); clear its limiter keys around the test: user ids repeat after a flush."""
+    prefix = os.environ["REDIS_KEY_PREFIX"]
+    delete_limiter_keys(prefix)
     yield
-    delete_limiter_keys("ostest")
+    delete_limiter_keys(prefix)
