@@ -55,8 +55,12 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5  # redis, milvus, web, worker, beat
 
+        # The runner prints the URL once its own readiness poll succeeds, just after ours.
+        deadline = time.monotonic() + 30
+        while f"running at http://127.0.0.1:{port}/" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
         output = log_path.read_text()
-        assert f"running at http://127.0.0.1:{port}/" in output
         password = re.search(r"^\s+pro\s+(\S+)\s+\(pro plan\)", output, re.M).group(1)
 
         with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
