@@ -8,6 +8,13 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from openspark.core.cache import (
+    CONVERSATION_HISTORY,
+    USER_CONVERSATIONS,
+    cached_page_response,
+    conversation_scope,
+    user_scope,
+)
 from openspark.core.pagination import PageNumberPagination
 
 from .selectors import (
@@ -39,11 +46,16 @@ class ConversationListCreateApi(APIView):
         responses=ConversationOutputSerializer(many=True), operation_id="conversations_list"
     )
     def get(self, request):
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(
-            conversation_list_for_user(user=request.user), request, view=self
+        return cached_page_response(
+            request=request,
+            view=self,
+            paginator=PageNumberPagination(),
+            namespace=USER_CONVERSATIONS,
+            key=(request.user.id,),
+            scopes=user_scope(request.user.id),
+            queryset=lambda: conversation_list_for_user(user=request.user),
+            serialize=lambda page: ConversationOutputSerializer(page, many=True).data,
         )
-        return paginator.get_paginated_response(ConversationOutputSerializer(page, many=True).data)
 
     @extend_schema(
         request=InputSerializer,
@@ -98,10 +110,20 @@ class ConversationMessagesApi(APIView):
         responses=MessageOutputSerializer(many=True), operation_id="conversation_messages"
     )
     def get(self, request, conversation_id: int):
-        messages = message_list_for_conversation(user=request.user, conversation_id=conversation_id)
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(messages, request, view=self)
-        return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
+        # The caller is part of the key: another user's request misses, and the selector
+        # answers 404 for a conversation that is not theirs.
+        return cached_page_response(
+            request=request,
+            view=self,
+            paginator=self.Pagination(),
+            namespace=CONVERSATION_HISTORY,
+            key=(request.user.id, conversation_id),
+            scopes=conversation_scope(conversation_id),
+            queryset=lambda: message_list_for_conversation(
+                user=request.user, conversation_id=conversation_id
+            ),
+            serialize=lambda page: MessageOutputSerializer(page, many=True).data,
+        )
 
 
 class SentSerializer(serializers.Serializer):

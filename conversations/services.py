@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from openspark.core.cache import cache_bump, conversation_scope, user_scope
 from openspark.core.errors import ApplicationError, Conflict
 from openspark.core.services import task_enqueue
 from openspark.llm import (
@@ -100,6 +101,7 @@ def conversation_create(
         conversation = Conversation.objects.create(owner=user, title=title.strip())
         if ids:
             conversation.knowledge_bases.set(ids)
+        cache_bump(scope=user_scope(user.id))
     return conversation_get_for_user(user=user, conversation_id=conversation.id)
 
 
@@ -118,6 +120,7 @@ def conversation_update(
         if knowledge_base_ids is not None:
             ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids)
             conversation.knowledge_bases.set(ids)
+        cache_bump(scope=user_scope(user.id))
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     transaction.on_commit(
         lambda: realtime.publish(
@@ -134,6 +137,7 @@ def conversation_delete(*, user, conversation_id: int) -> None:
     for reply in replies_unfinished(conversation_id=conversation.id):
         realtime.reply_stop_request(message_id=reply.id)
     conversation.delete()
+    cache_bump(scopes=[user_scope(user.id), conversation_scope(conversation_id)])
 
 
 # --- sending, stopping, regenerating ---------------------------------------------------------
@@ -232,6 +236,7 @@ def message_send(
         reply, task_id = _reply_enqueue(user=user, question=message, client_id=client_id)
         # auto_now: the conversation moves to the top of its owner's list.
         conversation.save(update_fields=["updated_at"])
+        cache_bump(scopes=[user_scope(user.id), conversation_scope(conversation.id)])
     return message, reply, task_id
 
 
@@ -250,6 +255,7 @@ def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
             raise Conflict(_BUSY)
         reply, task_id = _reply_enqueue(user=user, question=question)
         Conversation.objects.filter(id=question.conversation_id).update(updated_at=timezone.now())
+        cache_bump(scopes=[user_scope(user.id), conversation_scope(question.conversation_id)])
     return reply, task_id
 
 
@@ -286,6 +292,7 @@ def message_feedback_set(*, user, message_id: int, rating: int, comment: str = "
     message.feedback_rating = rating
     message.feedback_comment = comment.strip()
     message.save(update_fields=["feedback_rating", "feedback_comment", "updated_at"])
+    cache_bump(scope=conversation_scope(message.conversation_id))
     return message
 
 
@@ -315,6 +322,7 @@ def _reply_finish(
     )
     if not updated:
         return False
+    cache_bump(scope=conversation_scope(reply.conversation_id))
     reply.refresh_from_db()
     realtime.reply_log_end(message_id=reply.id, status=status)
     event = reply_final_event(reply)
@@ -373,6 +381,7 @@ class _ReplyStream:
         )
         if self.seq == 1:
             Message.objects.filter(id=self.reply.id).update(first_token_at=timezone.now())
+            cache_bump(scope=conversation_scope(self.reply.conversation_id))
         if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
             self.checkpoint()
 
@@ -382,6 +391,7 @@ class _ReplyStream:
         Message.objects.filter(id=self.reply.id, status=Message.Status.STREAMING).update(
             content="".join(self.parts), last_seq=self.seq, updated_at=timezone.now()
         )
+        cache_bump(scope=conversation_scope(self.reply.conversation_id))
         self.checkpointed_seq = self.seq
         self.last_checkpoint = time.monotonic()
 
@@ -441,6 +451,8 @@ def reply_generate(*, message_id: int) -> str:
         claimed = Message.objects.filter(id=reply.id, status=Message.Status.PENDING).update(
             status=Message.Status.STREAMING, started_at=now, updated_at=now
         )
+        if claimed:
+            cache_bump(scope=conversation_scope(reply.conversation_id))
         if not claimed:
             reply.refresh_from_db()
             if reply.status == Message.Status.STREAMING:
@@ -642,6 +654,7 @@ def conversation_title_generate(*, conversation_id: int) -> str:
     title = title or prompts.title_from_question(question)
     if not Conversation.objects.filter(id=conversation_id, title="").update(title=title):
         return ""
+    cache_bump(scope=user_scope(conversation.owner_id))
     conversation = Conversation.objects.prefetch_related("knowledge_bases").get(id=conversation_id)
     realtime.publish(
         conversation_id=conversation_id,

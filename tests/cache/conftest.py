@@ -6,6 +6,7 @@ from django.conf import settings as django_settings
 from django_redis import get_redis_connection
 
 from openspark.core.cache import backend, stats
+from openspark.core.cache.keys import login_warm_keys
 from throttling.models import Plan
 
 
@@ -13,6 +14,9 @@ def reset_process_state() -> None:
     backend.health.reset()
     with stats._flush_lock, stats._lock:
         stats._pending.clear()
+    # "A login warm-up task is queued" outlives the per-test key cleanup on purpose; a test
+    # that scheduled one without a worker must not hold back the next test's login.
+    get_redis_connection("default").delete(*login_warm_keys())
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +27,23 @@ def _cache_state(settings):
     reset_process_state()
     yield
     reset_process_state()
+
+
+# Replies queued by these tests go to a queue no worker consumes, so no worker races a test
+# that asserts on a pending reply.
+IDLE_QUEUE = f"ostest-cache-idle-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _idle_chat_queue(settings):
+    settings.CHAT_TASK_QUEUE = IDLE_QUEUE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_idle_queue():
+    yield
+    client = get_redis_connection("default")
+    client.delete(IDLE_QUEUE, f"{django_settings.REDIS_KEY_PREFIX}:{IDLE_QUEUE}")
 
 
 @pytest.fixture

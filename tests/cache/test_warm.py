@@ -6,6 +6,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from openspark.core.cache import cache_purge, stats_get
+from openspark.core.cache.warmup import cache_warm_logins_run, login_warm_schedule
 from tests.cache import warmers
 from tests.cache.conftest import ns_stats, wait_for
 from tests.conftest import PASSWORD
@@ -61,3 +62,13 @@ def test_warm_skips_inactive_and_unknown_users(user):
     user.save()
     call_command("cache_warm", user=[user.id, 10**9])
     assert ns_stats(stats_get(), "user_profile")["warmed"] == 0
+
+
+@pytest.mark.django_db
+def test_logins_coalesce_into_one_warm_up_task(user, other_user):
+    """A burst of logins queues one task, which warms everyone who logged in."""
+    assert login_warm_schedule(user_id=user.id) is True
+    assert login_warm_schedule(user_id=other_user.id) is False  # a task is already queued
+    assert cache_warm_logins_run() == 2
+    assert ns_stats(stats_get(), "user_profile")["warmed"] == 2
+    assert login_warm_schedule(user_id=user.id) is True  # the task ran: the next login queues

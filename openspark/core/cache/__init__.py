@@ -12,7 +12,7 @@ from .ai_response import (
     fingerprint,
 )
 from .decorators import cached
-from .keys import PLANS_SCOPE, user_scope
+from .keys import PLANS_SCOPE, conversation_scope, user_scope
 from .namespaces import (
     AI_RESPONSE,
     CONVERSATION_HISTORY,
@@ -24,6 +24,7 @@ from .namespaces import (
     USER_PROFILE,
     namespace_get,
 )
+from .pagination import cached_page_response
 from .service import (
     cache_enabled,
     cache_get_or_set,
@@ -60,6 +61,8 @@ __all__ = [
     "cache_value_get",
     "cache_value_set",
     "cached",
+    "cached_page_response",
+    "conversation_scope",
     "fingerprint",
     "namespace_get",
     "stats_get",

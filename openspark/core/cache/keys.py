@@ -30,6 +30,11 @@ def user_scope(user_id: int) -> tuple[str, int]:
     return ("user", user_id)
 
 
+def conversation_scope(conversation_id: int) -> tuple[str, int]:
+    """The scope of a conversation's cached history."""
+    return ("conversation", conversation_id)
+
+
 def _make(raw: str) -> str:
     return str(caches["default"].make_key(raw))
 
@@ -94,6 +99,13 @@ def stats_key(namespace: str) -> str:
 
 def hot_key(namespace: str) -> str:
     return _make(f"h:{namespace}")
+
+
+def login_warm_keys() -> tuple[str, str]:
+    """(users waiting for a warm-up, "a warm-up task is queued" flag). Outside the versioned
+    key space on purpose: purging the cache must not forget that a task is already queued."""
+    prefix = caches["default"].key_prefix
+    return f"{prefix}:cachewarm:pending", f"{prefix}:cachewarm:scheduled"
 
 
 def namespace_pattern(namespace: str) -> str:

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.utils.module_loading import import_string
 
 from . import backend
-from .keys import hot_key
+from .keys import hot_key, login_warm_keys
 from .namespaces import DOCUMENT_CONTENT
 from .service import cache_enabled, cache_hot_members, warming
 
@@ -19,6 +19,9 @@ logger = logging.getLogger("openspark.cache")
 
 # The hot set keeps this many times the warmed number of members; the rest is trimmed.
 _HOT_KEEP_FACTOR = 10
+# A queued login warm-up task is trusted for this long; if it was lost, the next login after
+# that queues a new one.
+_LOGIN_TASK_GRACE = 300
 
 
 def _run_warmers(paths: list[str], **kwargs) -> int:
@@ -40,6 +43,46 @@ def cache_warm_user_run(*, user_id: int) -> int:
     if user is None or not user.is_active:
         return 0
     return _run_warmers(settings.CACHE_USER_WARMERS, user=user)
+
+
+def login_warm_schedule(*, user_id: int) -> bool:
+    """Queue the user for warm-up. Logins coalesce: the user joins a pending set and a task
+    is queued only when none is queued already, so a burst of logins (or a test run without
+    a worker) costs one task, not one per login. Returns whether a task must be queued."""
+
+    def schedule(client):
+        pending, scheduled = login_warm_keys()
+        pipe = client.pipeline(transaction=True)
+        pipe.sadd(pending, user_id)
+        pipe.expire(pending, 3600)
+        pipe.set(scheduled, 1, nx=True, ex=_LOGIN_TASK_GRACE)
+        return bool(pipe.execute()[2])
+
+    if not cache_enabled():
+        return False
+    try:
+        return backend.call(schedule)
+    except backend.Unavailable:
+        return False  # no Redis: nothing could be cached anyway
+
+
+def cache_warm_logins_run() -> int:
+    """Warm every user waiting since the last run."""
+
+    def drain(client):
+        pending, scheduled = login_warm_keys()
+        # Flag first: a login arriving from now on queues a new task, so none is left waiting.
+        client.delete(scheduled)
+        pipe = client.pipeline(transaction=True)
+        pipe.smembers(pending)
+        pipe.delete(pending)
+        return pipe.execute()[0]
+
+    try:
+        user_ids = sorted(int(uid) for uid in backend.call(drain))
+    except backend.Unavailable:
+        return 0
+    return sum(cache_warm_user_run(user_id=user_id) for user_id in user_ids)
 
 
 def cache_warm_hot_documents_run(*, limit: int | None = None) -> int:
