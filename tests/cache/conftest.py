@@ -54,8 +54,8 @@ def redis_raw():
 def unlimited(user) -> None:
     """Live servers share the run's limiter prefix: give the user a plan that never refuses."""
     plan = Plan.objects.get(tier=Plan.Tier.ENTERPRISE)
-    plan.requests_per_minute = 1_000_000
-    plan.save(update_fields=["requests_per_minute"])
+    plan.requests_per_minute = plan.conversations_per_minute = 1_000_000
+    plan.save(update_fields=["requests_per_minute", "conversations_per_minute"])
     user.plan = plan
     user.save(update_fields=["plan"])
 
