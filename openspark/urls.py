@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from conversations.pages import chat_page
+from knowledge.pages import knowledge_page
 from openspark.core import health
 
 api_v1 = [
@@ -22,5 +23,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("accounts.urls")),
+    path("knowledge/", knowledge_page, name="knowledge"),
     path("", chat_page, name="home"),
 ]
