@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import redis
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -14,8 +15,20 @@ PASSWORD = "pass-word-123"
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with no cached values or counters under the test key prefix."""
+    """Each test starts with no cached values and no rate-limit counters under this run's key
+    prefix: requests from 127.0.0.1 would otherwise share one IP budget across the whole run."""
+    from django.conf import settings
+
     cache.delete_pattern("*")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:rl:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # tests that stop Redis on purpose restore it themselves
+    finally:
+        client.close()
     yield
 
 
