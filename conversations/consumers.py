@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils.translation import gettext as _
 from rest_framework import serializers
@@ -28,6 +28,13 @@ from .serializers import conversation_data, message_created_event, reply_final_e
 from .services import message_send, reply_stop
 
 logger = logging.getLogger(__name__)
+
+
+def database_sync_to_async(func):
+    """channels' wrapper, but on the shared thread pool: the default (thread-sensitive) runs
+    every socket's database work on one thread per process, so a burst of sends queues up."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False)
+
 
 CLOSE_UNAUTHENTICATED = 4401
 MAX_FRAME_CHARS = 256 * 1024

@@ -57,16 +57,22 @@ class _LoopThread:
     connections. Here all sends share one loop and its pools.
     """
 
+    # Sends in flight at once: redis-py's asyncio pool raises (rather than waits) beyond its
+    # max_connections (100 by default), and a worker may run hundreds of streaming threads.
+    MAX_IN_FLIGHT = 32
+
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._slots: asyncio.Semaphore | None = None
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             # A forked child inherits the object but not the thread: start a new one.
             if self._loop is None or self._pid != os.getpid():
                 loop = asyncio.new_event_loop()
+                self._slots = asyncio.Semaphore(self.MAX_IN_FLIGHT)
                 thread = threading.Thread(
                     target=loop.run_forever, name="chat-publisher", daemon=True
                 )
@@ -75,7 +81,14 @@ class _LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure()).result(timeout)
+        loop = self._ensure()
+        slots = self._slots
+
+        async def bounded() -> Any:
+            async with slots:
+                return await coro
+
+        return asyncio.run_coroutine_threadsafe(bounded(), loop).result(timeout)
 
 
 _loop_thread = _LoopThread()
@@ -191,8 +204,12 @@ def _aredis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
+        # Every SSE reader blocks one connection in XREAD: the default cap (100) is too low.
         client = _async_clients[loop] = aioredis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_connect_timeout=2
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            max_connections=10_000,
         )
     return client
 

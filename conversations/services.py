@@ -16,11 +16,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from knowledge.selectors import knowledge_base_ids_readable, passages_for_query
 from openspark.core.cache import cache_bump, conversation_scope, user_scope
 from openspark.core.errors import ApplicationError, Conflict
 from openspark.core.services import task_enqueue
@@ -34,6 +35,7 @@ from openspark.llm import (
     stream_with_retry,
 )
 from openspark.llm.base import ChatProvider, estimate_prompt_tokens, estimate_tokens
+from throttling.services import quota_check, token_usage_record
 
 from . import prompts, realtime
 from .models import Conversation, Message
@@ -51,39 +53,16 @@ def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
-# --- hooks into other apps (imported lazily: they may not exist yet in every deployment) ----
-
-
-def _quota_check(*, user) -> None:
-    """Raises ApplicationError 429 `quota_exceeded` when the user's monthly tokens are spent."""
-    try:
-        from throttling.services import quota_check
-    except ImportError:
-        return
-    quota_check(user=user)
-
-
-def _token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-    from throttling.services import token_usage_record
-
-    token_usage_record(
-        user_id=user_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-    )
+# --- hooks into other apps -------------------------------------------------------------------
 
 
 def _readable_knowledge_base_ids(*, user, knowledge_base_ids: Sequence[int]) -> list[int]:
-    from knowledge.selectors import knowledge_base_ids_readable
-
     return knowledge_base_ids_readable(user=user, requested_ids=list(knowledge_base_ids))
 
 
 def passages_retrieve(*, user, knowledge_base_ids: Sequence[int], query: str) -> list[Passage]:
     """The retrieval hook: sources for the question from the bases the user may read."""
     if not knowledge_base_ids:
-        return []
-    try:
-        from knowledge.selectors import passages_for_query
-    except ImportError:  # retrieval lands with the knowledge issue
         return []
     return list(
         passages_for_query(user=user, knowledge_base_ids=list(knowledge_base_ids), query=query)
@@ -210,7 +189,7 @@ def message_send(
             reply = earlier.replies.order_by("-id").first()
             if reply is not None:
                 return earlier, reply, reply.task_id
-    _quota_check(user=user)
+    quota_check(user=user)
     requested = knowledge_base_ids is not None
     ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
     with transaction.atomic():
@@ -248,7 +227,7 @@ def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
     question = message if message.role == Message.Role.USER else message.reply_to
     if question is None:
         raise ApplicationError(_("This message answers no question."))
-    _quota_check(user=user)
+    quota_check(user=user)
     with transaction.atomic():
         Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
         if replies_unfinished(conversation_id=question.conversation_id):
@@ -382,6 +361,7 @@ class _ReplyStream:
         if self.seq == 1:
             Message.objects.filter(id=self.reply.id).update(first_token_at=timezone.now())
             cache_bump(scope=conversation_scope(self.reply.conversation_id))
+            _connection_release()
         if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
             self.checkpoint()
 
@@ -392,8 +372,17 @@ class _ReplyStream:
             content="".join(self.parts), last_seq=self.seq, updated_at=timezone.now()
         )
         cache_bump(scope=conversation_scope(self.reply.conversation_id))
+        _connection_release()
         self.checkpointed_seq = self.seq
         self.last_checkpoint = time.monotonic()
+
+
+def _connection_release() -> None:
+    """Streaming lasts seconds to minutes and touches the database once a second at most: a
+    worker thread must not hold a connection meanwhile, or 200 concurrent replies need 200
+    PostgreSQL connections. The next query reconnects (or takes one from a pool)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def _estimated_usage(*, prompt: list, passages: Sequence[Passage], text: str) -> dict[str, int]:
@@ -505,6 +494,7 @@ def _reply_stream(reply: Message) -> str:
             code="retrieval_failed",
             message=_("Searching the knowledge bases failed. Please try again."),
         )
+    _connection_release()
     try:
         max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
         events = stream_with_retry(
@@ -566,7 +556,7 @@ def _reply_stream(reply: Message) -> str:
         **usage,
     )
     if finished:
-        _token_usage_record(user_id=user.id, **usage)
+        token_usage_record(user_id=user.id, **usage)
         if status == Message.Status.COMPLETED and not reply.conversation.title:
             _title_enqueue(conversation_id=reply.conversation_id)
     return status
@@ -600,7 +590,7 @@ def _reply_fail(
         )
         and usage["completion_tokens"]
     ):
-        _token_usage_record(user_id=reply.conversation.owner_id, **usage)
+        token_usage_record(user_id=reply.conversation.owner_id, **usage)
     return Message.Status.FAILED
 
 
@@ -644,7 +634,7 @@ def conversation_title_generate(*, conversation_id: int) -> str:
                 prompts.title_prompt(question=question, answer=reply.content), max_tokens=24
             )
             title = prompts.title_clean(raw)
-            _token_usage_record(
+            token_usage_record(
                 user_id=conversation.owner_id,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
