@@ -50,6 +50,10 @@ class VectorStore:
         # Lite reports "milvus_lite-3.x"; servers "v2.x.y". BM25 arrived in server 2.5.
         lite = "lite" in version and not version.startswith("v")
         self.supports_bm25 = lite or _version_tuple(version) >= (2, 5)
+        # Milvus 2.3 routes an upserted row to the partition of its primary key's hash, not
+        # its partition key's, so searches filtered by kb_id never find it; delete + insert
+        # routes correctly (found by tests/knowledge against the `milvus` 2.3.5 server).
+        self.upsert_is_reliable = lite or _version_tuple(version) >= (2, 4)
         self.server_version = version
         self._ready: set[str] = set()
         self._lock = threading.Lock()
@@ -131,9 +135,13 @@ class VectorStore:
             if self.supports_bm25:
                 item["text"] = _truncate_utf8(row.text, TEXT_MAX_LENGTH)
             data.append(item)
-        # Upsert, not insert: Milvus keeps duplicate primary keys on insert, and a retried
-        # batch must replace rows, never add a second copy.
-        self.client.upsert(collection, data)
+        # Replace, never add: Milvus keeps duplicate primary keys on a plain insert, and a
+        # retried batch must not leave a second copy.
+        if self.upsert_is_reliable:
+            self.client.upsert(collection, data)
+        else:
+            self.client.delete(collection, ids=[row.chunk_id for row in rows])
+            self.client.insert(collection, data)
 
     def load(self, name: str) -> None:
         # Servers evaluate searches and delete expressions against loaded segments only.

@@ -152,7 +152,10 @@ def test_pipeline_search_delete_and_isolation_on_each_backend(vector_backend, us
     and user B never sees user A's private chunks."""
     owner, stranger = _client(user), _client(other_user)
     private = _base(owner)
-    [cats] = _process(_upload(owner, private["id"], ("cats.txt", CATS.encode())))
+    # Two documents, so chunk ids and base ids differ (Milvus 2.3 once routed rows by the
+    # primary key, which only showed when they did).
+    files = [("volcano.txt", VOLCANO.encode()), ("cats.txt", CATS.encode())]
+    [_volcano, cats] = _process(_upload(owner, private["id"], *files))
     theirs = _base(stranger, name="Theirs")
     _process(_upload(stranger, theirs["id"], ("volcano.txt", VOLCANO.encode())))
 
@@ -185,7 +188,8 @@ def test_pipeline_search_delete_and_isolation_on_each_backend(vector_backend, us
 
     # Delete: the next search cannot return the text, and the vectors are gone.
     assert owner.delete(f"/api/v1/knowledge/documents/{cats.id}/").status_code == 204
-    assert _search(owner, "how long do cats sleep?") == []
+    after = _search(owner, "how long do cats sleep?") + _search(owner, "clowder", mode="keyword")
+    assert all(h["document_id"] != cats.id and "clowder" not in h["snippet"] for h in after)
     assert store.count(collection=collection, expression=f"document_id == {cats.id}") == 0
     assert not Chunk.objects.filter(document_id=cats.id).exists()
 
