@@ -10,6 +10,9 @@ from tests.factories import UserFactory
 from tests.live import start_asgi_server, start_celery_worker
 from throttling.plans import seed_default_plans
 
+# The chat stack's live servers (GLM test server, chat worker, chat ASGI server), one per run.
+pytest_plugins = ["tests.chat_live"]
+
 PASSWORD = "pass-word-123"
 
 

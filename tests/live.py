@@ -83,12 +83,19 @@ def start_asgi_server(log_dir: Path, *, env: dict | None = None, workers: int = 
 
 
 def start_celery_worker(
-    log_dir: Path, *, env: dict | None = None, concurrency: int = 8, pool: str = "threads"
+    log_dir: Path,
+    *,
+    env: dict | None = None,
+    concurrency: int = 8,
+    pool: str = "threads",
+    queues: list[str] | None = None,
 ) -> LiveProcess:
     name = f"worker-{free_port()}"
     args = [sys.executable, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO",
             "--pool", pool, "--concurrency", str(concurrency), "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+    if queues:
+        args += ["-Q", ",".join(queues)]
     worker = _spawn(name, args, log_dir, env or subprocess_env())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

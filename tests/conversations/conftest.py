@@ -1,65 +1,23 @@
-"""Chat pipeline fixtures: the GLM test server (real zhipuai SDK on loopback), a listener on a
-conversation's channel group (real Redis), and, for end-to-end tests, a Celery worker and an
-ASGI server of our own that use a queue no other test's worker consumes."""
+"""Chat pipeline fixtures: this process on the GLM test server or the offline provider, and a
+listener on a conversation's channel group (real Redis). The live servers (GLM test server,
+chat worker, chat ASGI server) come from tests/chat_live.py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import time
-import uuid
 
 import pytest
-import redis
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.test import Client
 
 from conversations import realtime
-from openspark.embedded import free_port
-from openspark.llm.testserver import GLMTestServer
-from tests.live import LiveProcess, _spawn, start_asgi_server, subprocess_env
-
-# Unique per run: tasks queued by one run (or by tests without a worker) are never picked up
-# by another run's worker.
-CHAT_QUEUE = f"ostest-chat-{uuid.uuid4().hex[:8]}"
-TEST_KEY = "test-key.secret"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _loopback_bypasses_proxy():
-    for name in ("NO_PROXY", "no_proxy"):
-        os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
+from tests.chat_live import CHAT_QUEUE, TEST_KEY
 
 
 @pytest.fixture(autouse=True)
 def _chat_queue(settings):
     settings.CHAT_TASK_QUEUE = CHAT_QUEUE
-
-
-@pytest.fixture(autouse=True)
-def _no_reply_logs():
-    """Reply logs are keyed by message id, and ids repeat from one test to the next."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:reply:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture(scope="session")
-def _glm_server():
-    with GLMTestServer(port=0) as server:
-        yield server
-    redis.Redis.from_url(settings.REDIS_URL).delete(CHAT_QUEUE, f"ostest:{CHAT_QUEUE}")
-
-
-@pytest.fixture
-def glm_server(_glm_server):
-    """One server per session; each test starts with no faults, no latency, an empty log."""
-    _glm_server.reset()
-    yield _glm_server
-    _glm_server.reset()
 
 
 @pytest.fixture
@@ -124,54 +82,6 @@ def listen():
     yield make
     for listener in listeners:
         listener.close()
-
-
-# --- live servers ----------------------------------------------------------------------------
-
-
-def chat_env(glm_server: GLMTestServer) -> dict[str, str]:
-    return subprocess_env(
-        CHAT_TASK_QUEUE=CHAT_QUEUE,
-        LLM_PROVIDER="zhipuai",
-        ZHIPUAI_API_KEY=TEST_KEY,
-        ZHIPUAI_BASE_URL=glm_server.base_url,
-        LLM_REQUEST_TIMEOUT="5",
-        LLM_RETRY_MAX_ATTEMPTS="2",
-    )
-
-
-def start_chat_worker(log_dir, env: dict, *, concurrency: int = 8) -> LiveProcess:
-    """Like tests.live.start_celery_worker, consuming only the chat queue of this run."""
-    name = f"chat-worker-{free_port()}"
-    args = [sys.executable, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO",
-            "--pool", "threads", "--concurrency", str(concurrency), "-n", f"{name}@%h",
-            "-Q", env["CHAT_TASK_QUEUE"],
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    worker = _spawn(name, args, log_dir, env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"Chat worker exited:\n{worker.log()}")
-        if " ready." in worker.log():
-            return worker
-        time.sleep(0.2)
-    worker.stop()
-    raise RuntimeError(f"Chat worker did not start:\n{worker.log()}")
-
-
-@pytest.fixture(scope="session")
-def chat_worker(django_db_setup, live_logs, _glm_server):
-    worker = start_chat_worker(live_logs, chat_env(_glm_server))
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture(scope="session")
-def chat_asgi(django_db_setup, live_logs, _glm_server):
-    """A uvicorn whose services queue replies on this run's chat queue."""
-    server = start_asgi_server(live_logs, env=chat_env(_glm_server))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

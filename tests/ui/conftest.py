@@ -6,16 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conversations import conftest as chat_fixtures
-
-# The chat pipeline's live fixtures: the GLM test server, a worker on this run's chat queue and
-# an ASGI server that queues there (see tests/conversations/conftest.py).
-_glm_server = chat_fixtures._glm_server
-_loopback_bypasses_proxy = chat_fixtures._loopback_bypasses_proxy
-chat_asgi = chat_fixtures.chat_asgi
-chat_worker = chat_fixtures.chat_worker
-glm_server = chat_fixtures.glm_server
-
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
