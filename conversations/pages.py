@@ -1,5 +1,6 @@
 """The chat page: a shell the browser fills from the REST API and the /ws/chat/ socket."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
@@ -35,6 +36,7 @@ CHAT_JS_STRINGS = {
     "rateLimited": _("You are sending messages too fast. Try again in %s s."),
     "noKbs": _("No knowledge bases you can read yet."),
     "dismiss": _("Dismiss"),
+    "busy": _("A reply is still being written — wait for it or stop it (Esc)."),
     "network": _("Network error — check your connection."),
 }
 
@@ -47,6 +49,7 @@ def chat_page(request):
         {
             "profile": user_profile_get(user=request.user),
             "llm": provider_status(),
+            "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "js_strings": {key: str(value) for key, value in CHAT_JS_STRINGS.items()},
         },
     )

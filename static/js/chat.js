@@ -339,6 +339,11 @@ async function sendMessage() {
   const input = $("#prompt");
   const content = input.value.trim();
   if (!content) return;
+  if (runningReplies().length) {
+    // One reply at a time per conversation (the server answers 409 otherwise).
+    showBanner("warning", t("busy", "A reply is still being written — wait for it or stop it (Esc)."));
+    return;
+  }
   const clientId = newClientId();
   const frame = { type: "message.send", content, client_id: clientId };
   if (state.currentId) frame.conversation_id = state.currentId;
