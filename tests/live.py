@@ -38,8 +38,9 @@ class LiveProcess:
     url: str = ""
     extra: dict = field(default_factory=dict)
 
-    def log(self, tail: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:]
+    def log(self, tail: int | None = 4000) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -101,7 +102,7 @@ def start_celery_worker(
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
             raise RuntimeError(f"Celery worker exited:\n{worker.log()}")
-        if " ready." in worker.log():
+        if " ready." in worker.log(tail=None):
             return worker
         time.sleep(0.2)
     worker.stop()

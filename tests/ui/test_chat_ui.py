@@ -189,3 +189,35 @@ def test_phone_width_sidebar_toggles(phone_page, user):
     phone_page.wait_for_timeout(300)  # the slide-in transition
     expect(phone_page.locator("#prompt")).to_be_visible()
     screenshot(phone_page, "chat-phone")
+
+
+def test_cited_answer_opens_the_snippet(chat_page, celery_worker, user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from knowledge.models import Document
+    from knowledge.services import documents_upload, knowledge_base_create
+
+    base = knowledge_base_create(owner=user, name="Kettles")
+    text = b"The warranty for the Model X kettle lasts 24 months from the date of purchase.\n"
+    documents_upload(knowledge_base=base, user=user, files=[SimpleUploadedFile("kettle.txt", text)])
+    deadline = time.monotonic() + 120
+    while Document.objects.get(knowledge_base=base).status != "ready":
+        assert time.monotonic() < deadline, Document.objects.get(knowledge_base=base).error
+        time.sleep(0.3)
+
+    login(chat_page, user.username, PASSWORD)
+    chat_page.click(".kb-picker summary")
+    chat_page.check(f"#kb-{base.id}")
+    chat_page.click(".kb-picker summary")
+    _send(chat_page, "How long is the kettle warranty?")
+    # The chat worker loads the embedding model on its first retrieval (tens of seconds here).
+    _wait_status(chat_page, "completed", timeout=120_000)
+    reply = last_reply(chat_page)
+    expect(reply.locator(".citations")).to_contain_text("kettle.txt")
+    reply.locator("button.cite").first.click()
+    expect(chat_page.locator("#citation-dialog")).to_be_visible()
+    expect(chat_page.locator("#citation-snippet")).to_contain_text("24 months")
+    expect(chat_page.locator("#citation-title")).to_contain_text("kettle.txt")
+    screenshot(chat_page, "chat-citation")
+    saved = Message.objects.get(role="assistant", conversation__owner=user)
+    assert saved.citations and saved.citations[0]["document_title"] == "kettle.txt"
