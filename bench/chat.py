@@ -161,6 +161,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def loadavg() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -194,7 +198,9 @@ async def one_reply(ws, content: str) -> dict:
         if kind == "message.created":
             reply_id = event["reply"]["id"]
         elif kind == "reply.delta" and event["message_id"] == reply_id:
-            deltas.append((now, event["seq"], event["delta"]))
+            # A delta with `from_seq` stands for seqs from_seq..seq (docs/chat.md).
+            seqs = range(event.get("from_seq", event["seq"]), event["seq"] + 1)
+            deltas.append((now, event["seq"], event["delta"], list(seqs)))
         elif kind == "reply.done" and event["message"]["id"] == reply_id:
             return {"sent": sent, "deltas": deltas, "final": event["message"]["content"],
                     "status": event["message"]["status"], "end": now}  # fmt: skip
@@ -203,12 +209,15 @@ async def one_reply(ws, content: str) -> dict:
 
 
 def delivery_check(result: dict, expected: str) -> dict[str, int]:
-    seqs = [seq for _t, seq, _d in result["deltas"]]
-    text = "".join(d for _t, _s, d in result["deltas"])
+    """Every seq from 1 to the last covered exactly once, in order (a merged delta covers
+    its from_seq..seq), and the text equal to what the test server sent."""
+    covered = [seq for *_rest, seqs in result["deltas"] for seq in seqs]
+    text = "".join(d for _t, _s, d, _c in result["deltas"])
     return {
-        "duplicated": len(seqs) - len(set(seqs)),
-        "out_of_order": sum(1 for a, b in itertools.pairwise(seqs) if b <= a),
-        "lost": len(set(range(1, max(seqs, default=0) + 1)) - set(seqs)),
+        "duplicated": len(covered) - len(set(covered)),
+        "out_of_order": sum(1 for a, b in itertools.pairwise(covered) if b <= a),
+        "lost": len(set(range(1, max(covered, default=0) + 1)) - set(covered)),
+        "merged": sum(1 for *_rest, seqs in result["deltas"] if len(seqs) > 1),
         "text_mismatch": int(text != expected or result["final"] != expected),
     }
 
@@ -263,13 +272,13 @@ async def phase_concurrent(
     latencies, statuses = await post_task
     await asyncio.gather(*(ws.close() for ws in sockets))
 
-    totals = {"duplicated": 0, "out_of_order": 0, "lost": 0, "text_mismatch": 0}
+    totals = {"duplicated": 0, "out_of_order": 0, "lost": 0, "merged": 0, "text_mismatch": 0}
     gaps, first_tokens, durations, deltas = [], [], [], 0
     for result, content in zip(results, contents, strict=True):
         expected = reply_text([{"role": "user", "content": content}])
         for key, value in delivery_check(result, expected).items():
             totals[key] += value
-        times = [t for t, _s, _d in result["deltas"]]
+        times = [t for t, *_rest in result["deltas"]]
         deltas += len(times)
         gaps += [b - a for a, b in itertools.pairwise(times)]
         first_tokens.append(times[0] - result["sent"] - args.first_token_delay)
@@ -302,7 +311,8 @@ def main() -> None:
               f"each; GLM test server first-token {ms(args.first_token_delay)}, "
               f"{ms(args.token_delay)}/token; batch {ms(args.batch)}; {args.workers} worker "
               f"process(es) x {args.concurrency} threads; {args.web_workers} uvicorn process(es); "
-              f"DB {stack.env['DATABASE_URL'].split(':')[0]}; {os.cpu_count()} CPUs")  # fmt: skip
+              f"DB {stack.env['DATABASE_URL'].split(':')[0]}; {os.cpu_count()} CPUs; "
+              f"load average {loadavg()}")  # fmt: skip
 
         overheads = asyncio.run(
             phase_first_token(stack.url, cookies[0], args.samples, args.first_token_delay)
@@ -320,6 +330,7 @@ def main() -> None:
         print(
             f"   delivery: lost {r['totals']['lost']}, duplicated {r['totals']['duplicated']}, "
             f"out of order {r['totals']['out_of_order']}, "
+            f"merged (from_seq) deltas {r['totals']['merged']}, "
             f"text mismatches {r['totals']['text_mismatch']}"
         )
         print(
@@ -335,6 +346,7 @@ def main() -> None:
             f"   reply duration (send → done): p50 {pct(r['durations'], 50):.2f} s, "
             f"p95 {pct(r['durations'], 95):.2f} s (ideal {ideal:.2f} s)"
         )
+        print(f"   load average at the end: {loadavg()}")
         lat = r["post_latencies"]
         print(
             f"   POST /api/v1/messages (n={len(lat)}, statuses {r['post_statuses']}): "

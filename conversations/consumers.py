@@ -185,7 +185,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._group_add(event["conversation_id"])
         self.announced.add(reply_id)
         await self._send_json(event)
-        await self._catch_up(reply_id)
+        # A reply read as pending before the socket joined has sent nothing it could miss
+        # unless its log exists by now (then the log has it); no database read needed.
+        await self._catch_up(reply_id, queued=event["reply"]["status"] == Message.Status.PENDING)
 
     async def _on_stop(self, frame: dict) -> None:
         # What follows arrives through the group: reply.done with status "stopped".
@@ -251,6 +253,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_json(event)
 
     async def reply_done(self, event: dict) -> None:
+        reply_id = event["message"]["id"]
+        if reply_id not in self.finished and self.sent_seq.get(reply_id, 0) < (
+            event["message"].get("last_seq") or 0
+        ):
+            # Batches the channel layer dropped (capacity): from the log, then the end.
+            await self._catch_up(reply_id)
         await self._send_final(event)
 
     async def reply_error(self, event: dict) -> None:
@@ -261,20 +269,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _catch_up(self, reply_id: int) -> None:
+    async def _catch_up(self, reply_id: int, *, queued: bool = False) -> None:
         """Send what the socket has not seen of a reply: from the log, or from the database
-        when there is no log (still queued, or finished long ago)."""
+        when there is no log (still queued, or finished long ago).
+
+        Called after joining the group, so when the log does not exist yet every batch of the
+        reply will come through the group: nothing to send then. `queued`: the caller saw the
+        reply pending before joining, so a missing log can only mean "not started"."""
         if reply_id in self.finished:
             return
         sent = self.sent_seq.get(reply_id, 0)
         entries, exists = await realtime.reply_log_read(message_id=reply_id, after_seq=sent)
         if not exists:
+            if queued:
+                return
             final, checkpoint_seq, checkpoint_text = await _message_state(reply_id)
             if final is not None:
                 await self._send_final(final)
-            elif sent == 0 and checkpoint_seq and checkpoint_text:
+                return
+            if not checkpoint_seq:
+                return  # not started yet: it all comes through the group
+            # A checkpoint: the reply has streamed, and its log either appeared since we read
+            # it (then the group brings every batch) or expired (a stream silent for
+            # CHAT_REPLY_LOG_TTL, its worker likely gone): only then the checkpoint stands in.
+            _entries, exists = await realtime.reply_log_read(
+                message_id=reply_id, after_seq=checkpoint_seq
+            )
+            if not exists and sent == 0 and checkpoint_text:
                 self.sent_seq[reply_id] = checkpoint_seq
-                await self._send_json(self._delta(reply_id, checkpoint_seq, checkpoint_text))
+                await self._send_json(
+                    self._delta(reply_id, checkpoint_seq, checkpoint_text, from_seq=1)
+                )
             return
         for entry in entries:
             if entry.end is not None:
@@ -286,8 +311,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.sent_seq[reply_id] = entry.seq
                 await self._send_json(self._delta(reply_id, entry.seq, entry.delta or ""))
 
-    def _delta(self, reply_id: int, seq: int, text: str) -> dict:
-        return {"type": "reply.delta", "message_id": reply_id, "seq": seq, "delta": text}
+    def _delta(self, reply_id: int, seq: int, text: str, from_seq: int | None = None) -> dict:
+        event = {"type": "reply.delta", "message_id": reply_id, "seq": seq, "delta": text}
+        if from_seq is not None and from_seq != seq:
+            event["from_seq"] = from_seq  # one delta standing for seqs from_seq..seq
+        return event
 
     async def _send_final(self, event: dict) -> None:
         reply_id = event["message"]["id"] if event["type"] == "reply.done" else event["message_id"]

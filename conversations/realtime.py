@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -160,6 +161,145 @@ def reply_log_append(*, message_id: int, seq: int, delta: str) -> bool:
     pipe.expire(_key(message_id, ":lease"), int(_setting("CHAT_REPLY_LEASE_SECONDS", 180)))
     pipe.exists(_key(message_id, ":stop"))
     return bool(pipe.execute()[-1])
+
+
+# One round trip per batch: append to the log, keep the log and lease alive, read the stop
+# flag, and fan the delta out to the conversation's group exactly as channels_redis'
+# group_send does (same keys, msgpack body, random prefix, expiry and capacity rules), which
+# would otherwise cost four more round trips and a hop to the publisher's event loop. Being
+# one script, the log append and the group read are atomic: a reader that joined the group
+# before it gets the delta, one that joins after finds it in the log.
+_BATCH_SCRIPT = """
+local seq, delta = ARGV[1], ARGV[2]
+redis.call('XADD', KEYS[1], seq .. '-0', 'd', delta)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local stop = redis.call('EXISTS', KEYS[3])
+local now, expiry, capacity = tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], 0, math.floor(now) - tonumber(ARGV[6]))
+local members = redis.call('ZRANGE', KEYS[4], 0, -1)
+local channels, order = {}, {}
+for _, channel in ipairs(members) do
+  local bang = string.find(channel, '!', 1, true)
+  local key = ARGV[9] .. (bang and string.sub(channel, 1, bang) or channel)
+  if channels[key] == nil then
+    channels[key] = {}
+    order[#order + 1] = key
+  end
+  table.insert(channels[key], channel)
+end
+for _, key in ipairs(order) do
+  redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
+  if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
+    local body = cmsgpack.pack({
+      type = 'reply.delta', message_id = tonumber(ARGV[11]),
+      conversation_id = tonumber(ARGV[12]), seq = tonumber(seq), delta = delta,
+      __asgi_channel__ = channels[key]})
+    redis.call('ZADD', key, ARGV[5], ARGV[10] .. body)
+    redis.call('EXPIRE', key, expiry)
+  end
+end
+return stop
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _FanOut:
+    """What the batch script needs of the channel layer's configuration."""
+
+    group_prefix: str
+    channel_prefix: str
+    group_expiry: int
+    expiry: int
+    capacity: int
+    random_prefix_length: int
+
+
+_fan_out_cache: dict[int, _FanOut | None] = {}
+
+
+def _fan_out() -> _FanOut | None:
+    """The layer's parameters when the batch script can stand in for its group_send: one
+    plain redis host (the REDIS_URL of the log), msgpack, no encryption, one capacity."""
+    layer = get_channel_layer()
+    key = id(layer)
+    if key in _fan_out_cache:
+        return _fan_out_cache[key]
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.serializers import MsgPackSerializer
+
+    serializer = getattr(layer, "_serializer", None)
+    usable = (
+        type(layer) is RedisChannelLayer
+        and layer.hosts == [{"address": settings.REDIS_URL}]
+        and not layer.channel_capacity
+        and isinstance(serializer, MsgPackSerializer)
+        and serializer.crypter is None
+    )
+    fan_out = (
+        _FanOut(
+            group_prefix=f"{layer.prefix}:group:",
+            channel_prefix=layer.prefix,
+            group_expiry=int(layer.group_expiry),
+            expiry=int(layer.expiry),
+            capacity=int(layer.capacity),
+            random_prefix_length=int(serializer.random_prefix_length),
+        )
+        if usable
+        else None
+    )
+    _fan_out_cache[key] = fan_out
+    return fan_out
+
+
+_batch_scripts: dict[int, Any] = {}
+
+
+def reply_batch_send(*, message_id: int, conversation_id: int, seq: int, delta: str) -> bool:
+    """Log one batch and send it to the conversation as `reply.delta` (log before publish).
+
+    Returns True when a stop was requested. One Redis round trip when the channel layer allows
+    it (see _BATCH_SCRIPT), else reply_log_append + publish.
+    """
+    fan_out = _fan_out()
+    if fan_out is None:
+        stop = reply_log_append(message_id=message_id, seq=seq, delta=delta)
+        publish(
+            conversation_id=conversation_id,
+            event={
+                "type": "reply.delta",
+                "message_id": message_id,
+                "conversation_id": conversation_id,
+                "seq": seq,
+                "delta": delta,
+            },
+        )
+        return stop
+    client = _redis()
+    script = _batch_scripts.get(id(client))
+    if script is None:
+        script = _batch_scripts[id(client)] = client.register_script(_BATCH_SCRIPT)
+    keys = [
+        _key(message_id),
+        _key(message_id, ":lease"),
+        _key(message_id, ":stop"),
+        fan_out.group_prefix + group_name(conversation_id),
+    ]
+    args = [
+        seq,
+        delta,
+        int(_setting("CHAT_REPLY_LOG_TTL", 600)),
+        int(_setting("CHAT_REPLY_LEASE_SECONDS", 180)),
+        repr(time.time()),
+        fan_out.group_expiry,
+        fan_out.expiry,
+        fan_out.capacity,
+        fan_out.channel_prefix,
+        os.urandom(fan_out.random_prefix_length),
+        message_id,
+        conversation_id,
+    ]
+    return bool(script(keys=keys, args=args))
 
 
 def reply_log_end(*, message_id: int, status: str) -> None:

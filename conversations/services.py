@@ -9,6 +9,7 @@ request, a redelivered task and a finishing worker can race without overwriting 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -309,12 +310,40 @@ def _reply_finish(
     return True
 
 
+class _StreamCount:
+    """Replies streaming in this process right now (worker threads share it)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+_streaming = _StreamCount()
+
+# The batch window grows by CHAT_DELTA_BATCH_SECONDS for every this many replies streaming in
+# the process, up to CHAT_DELTA_BATCH_MAX_SECONDS.
+STREAMS_PER_BATCH_STEP = 25
+
+
+def batch_window() -> float:
+    """Seconds between two batches of one reply: CHAT_DELTA_BATCH_SECONDS when the process
+    streams few replies, longer when it streams many. Each batch costs the same (a Redis round
+    trip, a websocket frame per reader) whatever its size, so under load fewer, larger
+    batches keep the CPU for tokens instead of per-batch overhead."""
+    base = float(_setting("CHAT_DELTA_BATCH_SECONDS", 0.05))
+    most = max(base, float(_setting("CHAT_DELTA_BATCH_MAX_SECONDS", 0.25)))
+    return min(most, base * max(1.0, _streaming.value / STREAMS_PER_BATCH_STEP))
+
+
 class _ReplyStream:
     """Batches deltas, numbers them, logs and publishes each batch, checkpoints the row."""
 
     def __init__(self, reply: Message) -> None:
         self.reply = reply
-        self.batch_seconds = float(_setting("CHAT_DELTA_BATCH_SECONDS", 0.05))
         self.checkpoint_seconds = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
         self.parts: list[str] = []
         self.pending: list[str] = []
@@ -333,8 +362,8 @@ class _ReplyStream:
             return
         self.pending.append(text)
         # The first delta goes out at once (time to first token is what users feel); later
-        # ones at most every batch_seconds, which bounds Redis and socket traffic per reply.
-        if self.seq == 0 or time.monotonic() - self.last_flush >= self.batch_seconds:
+        # ones at most every batch_window(), which bounds Redis and socket traffic per reply.
+        if self.seq == 0 or time.monotonic() - self.last_flush >= batch_window():
             self.flush()
 
     def flush(self) -> None:
@@ -345,19 +374,14 @@ class _ReplyStream:
         self.seq += 1
         self.parts.append(delta)
         self.last_flush = time.monotonic()
-        # Log before publish: see the ordering rule in realtime.py.
-        if realtime.reply_log_append(message_id=self.reply.id, seq=self.seq, delta=delta):
-            self.stop_requested = True
-        realtime.publish(
+        # Logged before (or atomically with) the publish: see the ordering rule in realtime.py.
+        if realtime.reply_batch_send(
+            message_id=self.reply.id,
             conversation_id=self.reply.conversation_id,
-            event={
-                "type": "reply.delta",
-                "message_id": self.reply.id,
-                "conversation_id": self.reply.conversation_id,
-                "seq": self.seq,
-                "delta": delta,
-            },
-        )
+            seq=self.seq,
+            delta=delta,
+        ):
+            self.stop_requested = True
         if self.seq == 1:
             Message.objects.filter(id=self.reply.id).update(first_token_at=timezone.now())
             cache_bump(scope=conversation_scope(self.reply.conversation_id))
@@ -501,14 +525,18 @@ def _reply_stream(reply: Message) -> str:
             provider, prompt, passages=passages, max_tokens=max_tokens, policy=get_retry_policy()
         )
         # closing(): on stop, the provider's HTTP stream is released now.
-        with closing(events):
-            for event in events:
-                if isinstance(event, Delta):
-                    stream.add(event.text)
-                    if stream.stop_requested:
-                        break
-                else:
-                    finish = event
+        _streaming.add(1)
+        try:
+            with closing(events):
+                for event in events:
+                    if isinstance(event, Delta):
+                        stream.add(event.text)
+                        if stream.stop_requested:
+                            break
+                    else:
+                        finish = event
+        finally:
+            _streaming.add(-1)
         stream.flush()
     except LLMError as error:
         logger.warning("Reply %s failed: %r", reply.id, error)
