@@ -231,7 +231,8 @@ def _fan_out() -> _FanOut | None:
     serializer = getattr(layer, "_serializer", None)
     usable = (
         type(layer) is RedisChannelLayer
-        and layer.hosts == [{"address": settings.REDIS_URL}]
+        and len(layer.hosts) == 1
+        and layer.hosts[0].get("address") == settings.REDIS_URL
         and not layer.channel_capacity
         and isinstance(serializer, MsgPackSerializer)
         and serializer.crypter is None

@@ -120,7 +120,14 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py's asyncio pool raises MaxConnectionsError past max_connections (100
+            # by default); one process with hundreds of sockets joining at once needs more.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
+                }
+            ],
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
             "capacity": 1500,
             "expiry": 60,
@@ -267,6 +274,8 @@ CHAT_HISTORY_MAX_MESSAGES = env.int("CHAT_HISTORY_MAX_MESSAGES", default=20)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_REPLY_MAX_TOKENS = env.int("CHAT_REPLY_MAX_TOKENS", default=0)  # 0: the model's default
 CHAT_DELTA_BATCH_SECONDS = env.float("CHAT_DELTA_BATCH_SECONDS", default=0.05)
+# The batch window grows with the replies a worker process streams at once, up to this.
+CHAT_DELTA_BATCH_MAX_SECONDS = env.float("CHAT_DELTA_BATCH_MAX_SECONDS", default=0.25)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_REPLY_LOG_TTL = env.int("CHAT_REPLY_LOG_TTL", default=600)
 # Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.

@@ -80,6 +80,16 @@ def test_deltas_are_batched(user, glm, settings):
     assert reply.completion_tokens == 30
 
 
+def test_batch_window_grows_with_the_replies_streaming_in_the_process(settings, monkeypatch):
+    from conversations import services
+
+    settings.CHAT_DELTA_BATCH_SECONDS = 0.05
+    settings.CHAT_DELTA_BATCH_MAX_SECONDS = 0.25
+    for streaming, window in [(0, 0.05), (25, 0.05), (50, 0.1), (100, 0.2), (400, 0.25)]:
+        monkeypatch.setattr(services._streaming, "value", streaming)
+        assert services.batch_window() == pytest.approx(window)
+
+
 def test_history_window_is_sent_and_title_is_generated(user, glm):
     first, reply1, _ = send(user, content="First question")
     reply_generate(message_id=reply1.id)
