@@ -223,12 +223,15 @@ def _parse_signature(field: str) -> tuple[bool, list[tuple[str, str]], int | Non
 def limiter_stats_get(*, minutes: int = 10) -> dict:
     """Allowed/denied/near-limit/shadow-denied per layer per minute, top limited users and
     IPs, limiter latency percentiles (from all processes' reports) and recent alerts.
+    Counters are batched per process and written once a second (limiter._Stats): this
+    process's are flushed first, other processes' last second may not be in yet.
     Raises redis.RedisError when Redis is unreachable."""
     from accounts.models import User
 
-    from .limiter import key_prefix, latency_bucket_upper, redis_client
+    from .limiter import key_prefix, latency_bucket_upper, redis_client, stats_flush
     from .models import Alert
 
+    stats_flush()  # this process's last second of counters (other processes: within 1 s)
     prefix = key_prefix()
     current = int(time.time() // 60)
     window = list(range(current - minutes + 1, current + 1))

@@ -19,6 +19,7 @@ def delete_limiter_keys(prefix: str, url: str | None = None) -> None:
 
 
 def _reset_process_state() -> None:
+    limiter._stats.queue.clear()  # counters batched for the previous test's prefix
     limiter_config_invalidate()
     api_key_cache.clear()
     alerts_reset_dedup()

@@ -1,0 +1,163 @@
+"""What the lean check path changed: monitoring counters batched per process and written
+once a second (exact, also across fork), the limiter's own idle connections (a connection
+the server closed is retried once, a timeout is not), and per-algorithm state keys."""
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+from django.conf import settings
+
+from throttling import limiter
+from throttling.limiter import Rule, key_prefix, limiter_consume, redis_client, stats_flush
+from throttling.selectors import limiter_stats_get
+
+pytestmark = pytest.mark.django_db
+
+
+def _stats_hash() -> dict:
+    minute = int(time.time() // 60)
+    client = redis_client()
+    fields = {}
+    for m in (minute - 1, minute):
+        for field, count in client.hgetall(f"{key_prefix()}stats:{m}").items():
+            fields[field.decode()] = fields.get(field.decode(), 0) + int(count)
+    return fields
+
+
+def test_batched_stats_count_exactly_after_the_flush():
+    # A sliding window counts exactly, however slow the machine: 10 admitted, then refused.
+    rules = [
+        Rule("plan", "u:424242", limit=10, algorithm="sliding_window"),
+        Rule("rule:trial", "u:424242", limit=4, shadow=True),
+    ]
+    decisions = [limiter_consume(rules=rules, who="u:424242") for _ in range(15)]
+    assert [d.allowed for d in decisions] == [True] * 10 + [False] * 5
+    for _ in range(3):  # peeks are never counted
+        limiter_consume(rules=rules, who="u:424242", peek=True)
+
+    stats_flush()
+    stats = limiter_stats_get(minutes=2)
+    assert stats["totals"]["plan"] == {
+        "allowed": 10,
+        "denied": 5,
+        "near_limit": 1,  # remaining 0 < 10% of 10, on the 10th admitted request
+        "shadow_denied": 0,
+    }
+    # The shadow rule admitted 4 (and was charged for them) and would have refused the other
+    # 11: the 6 that plan admitted and the 5 that plan refused.
+    assert stats["totals"]["rule:trial"] == {
+        "allowed": 4,
+        "denied": 0,
+        "near_limit": 1,
+        "shadow_denied": 11,
+    }
+    assert stats["top_limited_users"] == [{"user_id": 424242, "username": "", "denied": 5}]
+    assert sum(m["requests"]["allowed"] for m in stats["minutes"]) == 10
+    assert sum(m["requests"]["denied"] for m in stats["minutes"]) == 5
+    assert stats["latency_us"]["count"] == 15  # every counted check reports its latency
+    assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["p99"]
+    # Flushing again adds nothing: each check is written once.
+    stats_flush()
+    assert limiter_stats_get(minutes=2)["totals"]["plan"]["allowed"] == 10
+
+
+def test_top_limited_ips_are_counted_per_refusal():
+    rule = Rule("ip", "ip:203.0.113.9", limit=2, algorithm="sliding_window")
+    results = [limiter_consume(rules=[rule], who="ip:203.0.113.9").allowed for _ in range(5)]
+    assert results == [True, True, False, False, False]
+    stats = limiter_stats_get(minutes=2)
+    assert stats["top_limited_ips"] == [{"ip": "203.0.113.9", "denied": 3}]
+    assert stats["totals"]["ip"]["denied"] == 3
+
+
+def test_the_background_thread_writes_the_counters_within_a_second_or_two():
+    rule = Rule("plan", "u:background", limit=100)
+    for _ in range(7):
+        assert limiter_consume(rules=[rule], who="u:background").allowed
+    deadline = time.monotonic() + 5 * limiter._Stats.INTERVAL
+    counted = 0
+    while time.monotonic() < deadline:
+        counted = sum(n for field, n in _stats_hash().items() if "plan" in field)
+        if counted == 7:
+            break
+        time.sleep(0.05)
+    assert counted == 7  # written by the flusher thread: no stats_flush() here
+
+
+def _child_flushes(out):
+    stats_flush()  # the child's queue starts empty: nothing of the parent's is written twice
+    out.put(len(limiter._stats.queue))
+
+
+def test_a_forked_child_does_not_write_the_parents_queued_counters():
+    rule = Rule("plan", "u:fork", limit=100)
+    for _ in range(6):
+        limiter_consume(rules=[rule], who="u:fork")
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_child_flushes, args=(out,))
+    # Holding the flush lock keeps the parent's flusher away: the 6 are queued at the fork
+    # (and the child must not inherit the held lock either, or its flush would hang).
+    with limiter._stats._flush_lock:
+        assert len(limiter._stats.queue) == 6
+        child.start()
+    assert out.get(timeout=30) == 0
+    child.join(30)
+    stats_flush()
+    assert limiter_stats_get(minutes=2)["totals"]["plan"]["allowed"] == 6
+
+
+def test_a_connection_closed_by_the_server_is_replaced_without_failing_open():
+    rule = Rule("plan", "u:killed", limit=100, algorithm="sliding_window")
+    assert not limiter_consume(rules=[rule]).degraded
+    # Kill exactly the limiter's idle connection (the server may be shared with other runs).
+    idle = limiter._backend._idle[settings.REDIS_URL]
+    assert len(idle) == 1
+    conn = idle[0]
+    conn.send_command("CLIENT", "ID")
+    client_id = conn.read_response()
+    assert redis_client().client_kill_filter(_id=client_id) == 1
+    decision = limiter_consume(rules=[rule])
+    assert decision.allowed and not decision.degraded
+    assert decision.states[0].remaining == 98  # both checks counted, once each
+    assert not limiter.health.is_down()
+
+
+def test_a_timeout_is_not_retried(monkeypatch):
+    """The script may have run: retrying could charge twice. Fail over instead."""
+    rule = Rule("plan", "u:timeout", limit=100)
+    limiter_consume(rules=[rule])
+    sent = []
+
+    def read_times_out(self, *args, **kwargs):
+        sent.append(1)
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(redis.connection.Connection, "read_response", read_times_out)
+        decision = limiter_consume(rules=[rule])
+    assert decision.degraded and decision.allowed  # fail open, per-process bucket
+    assert sent == [1]
+    assert limiter.health.is_down()
+    assert limiter._backend._idle[settings.REDIS_URL] == []  # that one was closed
+
+
+def test_changing_a_rules_algorithm_starts_a_fresh_state_instead_of_failing():
+    for algorithm in ("token_bucket", "sliding_window", "fixed_window", "token_bucket"):
+        rule = Rule("endpoint:knowledge", "u:switch", limit=3, algorithm=algorithm)
+        decision = limiter_consume(rules=[rule])
+        assert decision.allowed and not decision.degraded
+    # The first token bucket's state is used again: 2 of its 3 spent.
+    assert decision.states[0].remaining == 1
+
+
+def test_token_bucket_state_expires_when_the_bucket_is_full_again():
+    rule = Rule("plan", "u:ttl", limit=100, period=60)  # one token per 600 ms
+    for _ in range(3):
+        limiter_consume(rules=[rule])
+    key = f"{key_prefix()}2t:plan:u:ttl"
+    ttl = redis_client().pttl(key)
+    assert 0 < ttl <= 1_801  # 3 used: full again after 1.8 s (+1 ms), not after the period
+    assert len(redis_client().get(key)) == 16  # two packed doubles: level, µs timestamp
