@@ -352,6 +352,7 @@ class _ReplyStream:
         self.last_checkpoint = time.monotonic()
         self.checkpointed_seq = 0
         self.stop_requested = False
+        self.first_token_at = None
 
     @property
     def text(self) -> str:
@@ -383,9 +384,9 @@ class _ReplyStream:
         ):
             self.stop_requested = True
         if self.seq == 1:
-            Message.objects.filter(id=self.reply.id).update(first_token_at=timezone.now())
-            cache_bump(scope=conversation_scope(self.reply.conversation_id))
-            _connection_release()
+            # Saved with the first checkpoint (or the final save): no database write on the
+            # way to the first token.
+            self.first_token_at = timezone.now()
         if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
             self.checkpoint()
 
@@ -393,7 +394,10 @@ class _ReplyStream:
         if self.checkpointed_seq == self.seq:
             return
         Message.objects.filter(id=self.reply.id, status=Message.Status.STREAMING).update(
-            content="".join(self.parts), last_seq=self.seq, updated_at=timezone.now()
+            content="".join(self.parts),
+            last_seq=self.seq,
+            first_token_at=self.first_token_at,
+            updated_at=timezone.now(),
         )
         cache_bump(scope=conversation_scope(self.reply.conversation_id))
         _connection_release()
@@ -578,6 +582,7 @@ def _reply_stream(reply: Message) -> str:
         status=status,
         content=text,
         last_seq=stream.seq,
+        first_token_at=stream.first_token_at,
         citations=prompts.citations_for(text=text, passages=passages),
         provider=provider.name,
         model=provider.model,
@@ -612,6 +617,7 @@ def _reply_fail(
             error=message,
             content=stream.text,
             last_seq=stream.seq,
+            first_token_at=stream.first_token_at,
             provider=provider.name if provider else "",
             model=provider.model if provider else "",
             **usage,

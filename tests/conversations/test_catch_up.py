@@ -3,6 +3,7 @@ seqs unless it says so (`from_seq`), and batches the channel layer dropped are r
 log before `reply.done`."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +19,12 @@ class Recorder(ChatConsumer):
 
     async def _send_json(self, data: dict) -> None:
         self.sent.append(data)
+
+
+def run(coro):
+    """On a thread of its own: the browser tests may leave an event loop running here."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def test_log_appearing_during_the_catch_up_sends_nothing_the_group_brings(state)
     state["logs"] = [([], False), ([], True)]
     state["db"] = (None, 3, "one two three")
     consumer = Recorder()
-    asyncio.run(consumer._catch_up(7))
+    run(consumer._catch_up(7))
     assert consumer.sent == []
     assert consumer.sent_seq == {}
 
@@ -51,7 +58,7 @@ def test_expired_log_sends_the_checkpoint_as_one_merged_delta_that_says_so(state
     state["logs"] = [([], False), ([], False)]
     state["db"] = (None, 3, "one two three")
     consumer = Recorder()
-    asyncio.run(consumer._catch_up(7))
+    run(consumer._catch_up(7))
     assert consumer.sent == [
         {"type": "reply.delta", "message_id": 7, "seq": 3, "from_seq": 1, "delta": "one two three"}
     ]
@@ -61,7 +68,7 @@ def test_a_reply_seen_pending_needs_no_database_read(state):
     state["logs"] = [([], False)]
     state["db"] = None  # would fail if read
     consumer = Recorder()
-    asyncio.run(consumer._catch_up(7, queued=True))
+    run(consumer._catch_up(7, queued=True))
     assert consumer.sent == []
 
 
@@ -80,7 +87,7 @@ def test_dropped_batches_are_read_from_the_log_before_reply_done(state):
     state["db"] = (final, 3, "a b c")
     consumer = Recorder()
     consumer.sent_seq[7] = 1
-    asyncio.run(consumer.reply_done(final))
+    run(consumer.reply_done(final))
     assert [(e["type"], e.get("seq")) for e in consumer.sent] == [
         ("reply.delta", 2),
         ("reply.delta", 3),
