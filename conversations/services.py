@@ -22,8 +22,22 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from knowledge.selectors import knowledge_base_ids_readable, passages_for_query
-from openspark.core.cache import cache_bump, conversation_scope, user_scope
+from knowledge.selectors import (
+    knowledge_base_ids_readable,
+    knowledge_base_list_readable,
+    passages_for_query,
+)
+from openspark.core.cache import (
+    ai_response_cache_enabled,
+    ai_response_context_fingerprint,
+    ai_response_get,
+    ai_response_key,
+    ai_response_set,
+    ai_response_user_scope,
+    cache_bump,
+    conversation_scope,
+    user_scope,
+)
 from openspark.core.errors import ApplicationError, Conflict
 from openspark.core.services import task_enqueue
 from openspark.llm import (
@@ -522,9 +536,14 @@ def _reply_stream(reply: Message) -> str:
             code="retrieval_failed",
             message=_("Searching the knowledge bases failed. Please try again."),
         )
+    max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
+    cache_key = _ai_response_key(
+        user=user, provider=provider, prompt=prompt, passages=passages, max_tokens=max_tokens
+    )
+    if cache_key and (hit := ai_response_get(cache_key)):
+        return _reply_from_cache(reply=reply, stream=stream, hit=hit, provider=provider)
     _connection_release()
     try:
-        max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
         events = stream_with_retry(
             provider, prompt, passages=passages, max_tokens=max_tokens, policy=get_retry_policy()
         )
@@ -576,6 +595,7 @@ def _reply_stream(reply: Message) -> str:
             "completion_tokens": finish.usage.completion_tokens,
         }
         status = Message.Status.COMPLETED
+    citations = prompts.citations_for(text=text, passages=passages)
     finished = _reply_finish(
         reply=reply,
         leaving=Message.Status.STREAMING,
@@ -583,16 +603,76 @@ def _reply_stream(reply: Message) -> str:
         content=text,
         last_seq=stream.seq,
         first_token_at=stream.first_token_at,
-        citations=prompts.citations_for(text=text, passages=passages),
+        citations=citations,
         provider=provider.name,
         model=provider.model,
         **usage,
     )
     if finished:
         token_usage_record(user_id=user.id, **usage)
+        if status == Message.Status.COMPLETED and cache_key:
+            ai_response_set(cache_key, content=text, citations=citations, usage=usage)
         if status == Message.Status.COMPLETED and not reply.conversation.title:
             _title_enqueue(conversation_id=reply.conversation_id)
     return status
+
+
+CACHED_PROVIDER = "cache"
+_CACHED_PIECES = 8
+_CACHED_PIECE_PAUSE_S = 0.015
+
+
+def _ai_response_key(
+    *, user, provider: ChatProvider, prompt: list, passages: Sequence[Passage], max_tokens
+) -> str | None:
+    """The cache key of this exact question: model and settings, the whole prompt (history
+    included) and the retrieved context, scoped to users who can read the same knowledge
+    bases — or None when this answer must come from the model (offline provider, caching off
+    for the user's plan)."""
+    if provider.is_offline or not ai_response_cache_enabled(user=user):
+        return None
+    readable = knowledge_base_list_readable(user=user).values_list("id", flat=True)
+    return ai_response_key(
+        model=f"{provider.name}:{provider.model}",
+        settings={"max_tokens": max_tokens},
+        messages=prompt,
+        context_fingerprint=ai_response_context_fingerprint(
+            chunks=[(p.chunk_id, p.text) for p in passages]
+        ),
+        user_scope=ai_response_user_scope(readable_knowledge_base_ids=readable),
+    )
+
+
+def _reply_from_cache(
+    *, reply: Message, stream: _ReplyStream, hit: dict, provider: ChatProvider
+) -> str:
+    """Answer from the ai_response cache: no model call and no tokens charged, still streamed
+    (in a few quick batches) so every reader sees the same protocol; marked `provider="cache"`."""
+    content = hit["content"]
+    size = max(1, -(-len(content) // _CACHED_PIECES))
+    for start in range(0, len(content), size):
+        stream.add(content[start : start + size])
+        stream.flush()
+        if stream.stop_requested:
+            break
+        time.sleep(_CACHED_PIECE_PAUSE_S)
+    stopped = stream.stop_requested
+    finished = _reply_finish(
+        reply=reply,
+        leaving=Message.Status.STREAMING,
+        status=Message.Status.STOPPED if stopped else Message.Status.COMPLETED,
+        content=stream.text,
+        last_seq=stream.seq,
+        first_token_at=stream.first_token_at,
+        citations=[] if stopped else hit.get("citations") or [],
+        provider=CACHED_PROVIDER,
+        model=provider.model,
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
+    if finished and not stopped and not reply.conversation.title:
+        _title_enqueue(conversation_id=reply.conversation_id)
+    return Message.Status.STOPPED if stopped else Message.Status.COMPLETED
 
 
 def _reply_fail(
