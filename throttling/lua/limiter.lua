@@ -18,6 +18,8 @@
 -- Returns {allowed 0|1, refusing rule index (0 = none), retry after µs,
 --          then per rule: remaining, µs until fully restored, admits 0|1}.
 
+local floor, ceil, max, tonumber = math.floor, math.ceil, math.max, tonumber
+local pack, unpack_state, format = struct.pack, struct.unpack, string.format
 local consume = ARGV[1] == 'c'
 local n = #KEYS
 local t = redis.call('TIME')
@@ -39,33 +41,33 @@ for i = 1, n do
     -- refill = limit per period.
     local s = values[i]
     if s then
-      local l0, t0 = struct.unpack('dd', s)
+      local l0, t0 = unpack_state('dd', s)
       lv = l0 - (now - t0) * q / w
       if lv < 0 then lv = 0 end
     end
     ok = lv + 1 <= q
     if ok and consume then
-      remaining, reset = math.floor(q - lv - 1), (lv + 1) * w / q
+      remaining, reset = floor(q - lv - 1), (lv + 1) * w / q
     else
-      remaining, reset = math.max(0, math.floor(q - lv)), lv * w / q
+      remaining, reset = max(0, floor(q - lv)), lv * w / q
     end
     retry = ok and 0 or (lv + 1 - q) * w / q
   elseif a == 'f' then
     -- Fixed window: the window number and its count.
-    local win = math.floor(now / w)
+    local win = floor(now / w)
     local s = values[i]
     if s then
-      local w0, c0 = struct.unpack('dd', s)
+      local w0, c0 = unpack_state('dd', s)
       if w0 == win then lv = c0 end
     end
     ok = lv + 1 <= q
-    remaining = math.max(0, q - lv - ((ok and consume) and 1 or 0))
+    remaining = max(0, q - lv - ((ok and consume) and 1 or 0))
     reset = (win + 1) * w - now
     retry = ok and 0 or reset
   else
     -- Sliding window as an exact log: one sorted-set member per admitted request.
     local key = KEYS[i]
-    local since = string.format('%d', now - w)
+    local since = format('%d', now - w)
     if consume then
       redis.call('ZREMRANGEBYSCORE', key, '-inf', since)
       lv = redis.call('ZCARD', key)
@@ -73,7 +75,7 @@ for i = 1, n do
       lv = redis.call('ZCOUNT', key, '(' .. since, '+inf')
     end
     ok = lv + 1 <= q
-    remaining = math.max(0, q - lv - ((ok and consume) and 1 or 0))
+    remaining = max(0, q - lv - ((ok and consume) and 1 or 0))
     reset = w
     retry = 0
     if not ok then
@@ -84,7 +86,7 @@ for i = 1, n do
     end
   end
   level[i], admits[i] = lv, ok
-  out[3 * i + 1], out[3 * i + 2], out[3 * i + 3] = remaining, math.ceil(reset), ok and 1 or 0
+  out[3 * i + 1], out[3 * i + 2], out[3 * i + 3] = remaining, ceil(reset), ok and 1 or 0
   if not ok and ARGV[j + 3] ~= '1' then
     allowed = 0
     if retry >= deny_retry then
@@ -92,7 +94,7 @@ for i = 1, n do
     end
   end
 end
-out[1], out[2], out[3] = allowed, deny, math.ceil(deny_retry)
+out[1], out[2], out[3] = allowed, deny, ceil(deny_retry)
 if allowed == 0 or not consume then
   return out
 end
@@ -105,16 +107,16 @@ for i = 1, n do
     if a == 't' then
       -- Expires when the bucket is full again: nothing to remember after that.
       local lv = level[i] + 1
-      redis.call('SET', key, struct.pack('dd', lv, now),
-                 'PX', string.format('%d', math.ceil(lv * w / q / 1000) + 1))
+      redis.call('SET', key, pack('dd', lv, now),
+                 'PX', format('%d', ceil(lv * w / q / 1000) + 1))
     elseif a == 'f' then
-      local win = math.floor(now / w)
-      redis.call('SET', key, struct.pack('dd', win, level[i] + 1),
-                 'PX', string.format('%d', math.ceil(((win + 1) * w - now) / 1000) + 1))
+      local win = floor(now / w)
+      redis.call('SET', key, pack('dd', win, level[i] + 1),
+                 'PX', format('%d', ceil(((win + 1) * w - now) / 1000) + 1))
     else
-      local stamp = string.format('%d', now)
+      local stamp = format('%d', now)
       redis.call('ZADD', key, stamp, stamp .. '.' .. level[i])
-      redis.call('PEXPIRE', key, string.format('%d', math.ceil(w / 1000) + 1))
+      redis.call('PEXPIRE', key, format('%d', ceil(w / 1000) + 1))
     end
   end
 end
