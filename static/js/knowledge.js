@@ -113,6 +113,11 @@ async function loadDocuments() {
     showError(err.message);
   }
   renderDocuments();
+  const listed = state.bases.find((b) => b.id === state.current.id);
+  if (listed && listed.document_count !== state.documents.length) {
+    listed.document_count = state.documents.length;
+    renderBases();
+  }
   // Poll while anything is still being processed: the worker updates status and progress.
   if (state.documents.some((d) => ACTIVE.has(d.status))) state.pollTimer = setTimeout(loadDocuments, 1000);
 }
