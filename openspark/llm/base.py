@@ -216,6 +216,31 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def stream_finish(
+    *,
+    finish_reason: str | None,
+    usage: Usage | None,
+    error: LLMError | None,
+    messages: Sequence[ChatMessage],
+    passages: Sequence[Passage],
+    streamed: Sequence[str],
+) -> Finish:
+    """A stream's closing event: it must have ended with a finish_reason, a reason that means
+    an unusable answer (`error`) is raised, and usage not reported by the provider is estimated."""
+    if finish_reason is None:
+        raise LLMError(ErrorCode.UNAVAILABLE, detail="stream ended without a finish_reason")
+    if error is not None:
+        raise error
+    return Finish(
+        finish_reason=finish_reason,
+        usage=usage
+        or Usage(
+            prompt_tokens=estimate_prompt_tokens(messages, passages),
+            completion_tokens=estimate_tokens("".join(streamed)),
+        ),
+    )
+
+
 class ChatProvider(abc.ABC):
     name: str
     model: str

@@ -14,7 +14,6 @@ from .base import (
     ChatProvider,
     Delta,
     ErrorCode,
-    Finish,
     LLMError,
     Passage,
     Usage,
@@ -25,6 +24,7 @@ from .base import (
     estimate_tokens,
     parse_error_body,
     parse_retry_after,
+    stream_finish,
 )
 
 
@@ -171,17 +171,13 @@ class OpenAICompatChatProvider(ChatProvider):
         except (ValueError, AttributeError) as exc:
             # Not JSON, or JSON of an unexpected shape: the endpoint is not OpenAI-compatible.
             raise LLMError(ErrorCode.ERROR, detail=f"malformed stream chunk: {exc!r}") from exc
-        if finish_reason is None:
-            raise LLMError(ErrorCode.UNAVAILABLE, detail="stream ended without a finish_reason")
-        if error := _finish_error(finish_reason):
-            raise error
-        yield Finish(
+        yield stream_finish(
             finish_reason=finish_reason,
-            usage=usage
-            or Usage(
-                prompt_tokens=estimate_prompt_tokens(messages, passages),
-                completion_tokens=estimate_tokens("".join(streamed)),
-            ),
+            usage=usage,
+            error=_finish_error(finish_reason),
+            messages=messages,
+            passages=passages,
+            streamed=streamed,
         )
 
     def complete(

@@ -22,17 +22,15 @@ from .base import (
     ChatProvider,
     Delta,
     ErrorCode,
-    Finish,
     LLMError,
     Passage,
     Usage,
     build_prompt_messages,
     error_from_provider_code,
     error_from_status,
-    estimate_prompt_tokens,
-    estimate_tokens,
     parse_error_body,
     parse_retry_after,
+    stream_finish,
 )
 
 DEFAULT_TIMEOUT = 60.0
@@ -173,17 +171,13 @@ class ZhipuChatProvider(ChatProvider):
             # Also runs on GeneratorExit (the user pressed stop): free the connection now.
             if response is not None:
                 response.response.close()
-        if finish_reason is None:
-            raise LLMError(ErrorCode.UNAVAILABLE, detail="stream ended without a finish_reason")
-        if error := error_for_finish_reason(finish_reason):
-            raise error
-        yield Finish(
+        yield stream_finish(
             finish_reason=finish_reason,
-            usage=usage
-            or Usage(
-                prompt_tokens=estimate_prompt_tokens(messages, passages),
-                completion_tokens=estimate_tokens("".join(streamed)),
-            ),
+            usage=usage,
+            error=error_for_finish_reason(finish_reason),
+            messages=messages,
+            passages=passages,
+            streamed=streamed,
         )
 
     def complete(
