@@ -89,7 +89,24 @@ class FailMode(models.TextChoices):
     CLOSED = "closed", _("Fail closed (refuse with 503)")
 
 
-class LayerPolicy(models.Model):
+class RuleBehaviour(models.Model):
+    """How a limit is enforced: shared by the built-in layers and staff-defined rules."""
+
+    algorithm = models.CharField(
+        max_length=20, choices=Algorithm.choices, default=Algorithm.TOKEN_BUCKET
+    )
+    shadow = models.BooleanField(
+        default=False, help_text=_("Count what would be refused, but refuse nothing.")
+    )
+    fail_mode = models.CharField(max_length=10, choices=FailMode.choices, default=FailMode.OPEN)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class LayerPolicy(RuleBehaviour):
     """How one built-in layer is enforced. Plan and endpoint-group limits come from the plan;
     the global and IP limits are set here (empty = the THROTTLE_*_LIMIT setting)."""
 
@@ -103,15 +120,6 @@ class LayerPolicy(models.Model):
     limit = models.PositiveIntegerField(
         null=True, blank=True, help_text=_("Requests per minute; global and IP layers only.")
     )
-    algorithm = models.CharField(
-        max_length=20, choices=Algorithm.choices, default=Algorithm.TOKEN_BUCKET
-    )
-    shadow = models.BooleanField(
-        default=False, help_text=_("Count what would be refused, but refuse nothing.")
-    )
-    fail_mode = models.CharField(max_length=10, choices=FailMode.choices, default=FailMode.OPEN)
-    enabled = models.BooleanField(default=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["layer"]
@@ -122,7 +130,7 @@ class LayerPolicy(models.Model):
         return self.get_layer_display()
 
 
-class ExtraRule(models.Model):
+class ExtraRule(RuleBehaviour):
     """A staff-defined limit on top of the built-in layers, e.g. 5/min on knowledge search
     for the free plan. It is checked in the same atomic round trip as the layers."""
 
@@ -149,15 +157,6 @@ class ExtraRule(models.Model):
     key = models.CharField(max_length=10, choices=Key.choices, default=Key.CLIENT)
     limit = models.PositiveIntegerField()
     period_seconds = models.PositiveIntegerField(default=60)
-    algorithm = models.CharField(
-        max_length=20, choices=Algorithm.choices, default=Algorithm.TOKEN_BUCKET
-    )
-    shadow = models.BooleanField(
-        default=False, help_text=_("Count what would be refused, but refuse nothing.")
-    )
-    fail_mode = models.CharField(max_length=10, choices=FailMode.choices, default=FailMode.OPEN)
-    enabled = models.BooleanField(default=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
