@@ -13,7 +13,12 @@ import redis
 from django.conf import settings
 
 from openspark.llm.testserver import GLMTestServer
-from tests.live import start_asgi_server, start_celery_worker, subprocess_env
+from tests.live import (
+    redis_delete_matching,
+    start_asgi_server,
+    start_celery_worker,
+    subprocess_env,
+)
 
 # Unique per run: tasks queued by one run (or by tests without a worker) are never picked up
 # by another run's worker.
@@ -30,15 +35,7 @@ def _loopback_bypasses_proxy():
 @pytest.fixture(autouse=True)
 def _no_reply_logs():
     """Reply logs are keyed by message id, and ids repeat from one test to the next."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:reply:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass  # tests that stop Redis on purpose restore it themselves
-    finally:
-        client.close()
+    redis_delete_matching("reply:*")
 
 
 @pytest.fixture(scope="session")

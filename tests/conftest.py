@@ -1,13 +1,12 @@
 import os
 
 import pytest
-import redis
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from openspark.embedded import start_milvus_lite
 from tests.factories import UserFactory
-from tests.live import start_asgi_server, start_celery_worker
+from tests.live import redis_delete_matching, start_asgi_server, start_celery_worker
 from throttling.plans import seed_default_plans
 
 # The chat stack's live servers (GLM test server, chat worker, chat ASGI server), one per run.
@@ -20,18 +19,8 @@ PASSWORD = "pass-word-123"
 def _clean_cache():
     """Each test starts with no cached values and no rate-limit counters under this run's key
     prefix: requests from 127.0.0.1 would otherwise share one IP budget across the whole run."""
-    from django.conf import settings
-
     cache.delete_pattern("*")
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:rl:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass  # tests that stop Redis on purpose restore it themselves
-    finally:
-        client.close()
+    redis_delete_matching("rl:*")
     yield
 
 

@@ -18,6 +18,22 @@ from openspark.embedded import die_with_parent, free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def redis_delete_matching(pattern: str) -> None:
+    """Delete this run's keys matching `pattern` (under settings.REDIS_KEY_PREFIX)."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:{pattern}", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # tests that stop Redis on purpose restore it themselves
+    finally:
+        client.close()
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
