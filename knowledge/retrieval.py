@@ -34,8 +34,13 @@ from .vectorstore import get_vector_store
 Mode = Literal["hybrid", "vector", "keyword"]
 RRF_K = 60
 # Weight of the vector ranking for a Chinese query when the embedder cannot read Chinese:
-# small enough that any keyword hit in the candidate list outranks every vector-only hit.
-TIEBREAK_WEIGHT = 0.05
+# w/(K+1) stays below the smallest gap between adjacent keyword ranks in the candidate list
+# (1/(K+20) - 1/(K+21) ≈ 1.5e-4), so it reorders no keyword hits and only ranks the rest.
+TIEBREAK_WEIGHT = 0.005
+# Where the embedder reads the query's language, both rankings count; the keyword ranking
+# counts less, because on English known-item questions MiniLM alone beat BM25 and an even
+# fusion fell below it (bench/knowledge.py sweeps this weight; docs/performance.md).
+KEYWORD_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,8 @@ def _rank(
                 gens = retrieval_cache.generations(ids)
                 indexes = [base_index(kb_id=i, generation=gens[i]) for i in ids]
                 sparse = bm25_search(indexes, query, limit=candidates)
-            lists.append((1.0, sparse, keyword_scores))
+            keyword_weight = 1.0 if mode == "keyword" or vector_weight < 1 else KEYWORD_WEIGHT
+            lists.append((keyword_weight, sparse, keyword_scores))
         best_possible = max(best_possible, sum(w for w, _, _ in lists) / (RRF_K + 1))
         for weight, ranking, scores in lists:
             for rank, (chunk_id, score) in enumerate(ranking, start=1):

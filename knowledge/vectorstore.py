@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 TEXT_MAX_LENGTH = 65535  # VARCHAR limit, in bytes
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 NUM_PARTITIONS = 64
+LITE_FLUSH_ROWS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class VectorStore:
         version = self.client.get_server_version()
         # Lite reports "milvus_lite-3.x"; servers "v2.x.y". BM25 arrived in server 2.5.
         lite = "lite" in version and not version.startswith("v")
+        self.is_lite = lite
         self.supports_bm25 = lite or _version_tuple(version) >= (2, 5)
         # Milvus 2.3 routes an upserted row to the partition of its primary key's hash, not
         # its partition key's, so searches filtered by kb_id never find it; delete + insert
@@ -56,6 +58,7 @@ class VectorStore:
         self.upsert_is_reliable = lite or _version_tuple(version) >= (2, 4)
         self.server_version = version
         self._ready: set[str] = set()
+        self._unflushed: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # --- collections ------------------------------------------------------------------------
@@ -142,6 +145,17 @@ class VectorStore:
         else:
             self.client.delete(collection, ids=[row.chunk_id for row in rows])
             self.client.insert(collection, data)
+        if self.is_lite:
+            # Lite searches unsealed rows by brute force (about 300 ms per 10k vectors on two
+            # cores) and indexes them only on flush (about 20 ms). But its BM25 statistics are
+            # per segment: flushing every small document leaves segments of a few chunks whose
+            # IDF is meaningless and wrecks keyword ranking. So flush once enough rows wait.
+            # Servers seal segments themselves and keep an interim index for growing ones.
+            waiting = self._unflushed.get(collection, 0) + len(rows)
+            if waiting >= LITE_FLUSH_ROWS:
+                self.client.flush(collection)
+                waiting = 0
+            self._unflushed[collection] = waiting
 
     def load(self, name: str) -> None:
         # Servers evaluate searches and delete expressions against loaded segments only.

@@ -1,0 +1,329 @@
+"""Knowledge base benchmark: ingestion throughput, retrieval latency and index recall,
+retrieval quality. Run: `.venv/bin/python bench/knowledge.py` (about 10 minutes on 2 cores).
+
+Everything runs on real components in a throw-away folder: an embedded Redis, Milvus Lite's
+server, a SQLite database, the local all-MiniLM-L6-v2 model and the project's own pipeline
+(`documents_upload` → `document_vectorize`) and retrieval (`knowledge.retrieval.search`).
+
+Document collection (public, not written by us): Debian's manual pages, section 1 — the
+English pages (`manpages`, and the pages the installed packages ship) and the Simplified
+Chinese translations (`apt-get install manpages-zh`). Each page's NAME line is the question
+("ls - list directory contents" → "list directory contents"), the page's body without its
+NAME line is the document, and the known answer is that page: a known-item search.
+
+Options: --pages N (per language, default 300), --skip-latency, --skip-quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="openspark-bench-knowledge-"))
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="openspark.settings.test",
+    OPENSPARK_VAR_DIR=str(WORK),
+    KNOWLEDGE_COLLECTION_PREFIX="bench",
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+)
+os.environ.pop("DATABASE_URL", None)
+
+from openspark.embedded import start_milvus_lite  # noqa: E402
+
+MILVUS = start_milvus_lite(WORK / "milvus" / "data")
+os.environ["MILVUS_URI"] = MILVUS.url
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+MAX_BODY_CHARS = 6000
+
+
+# --- the document collection -----------------------------------------------------------------
+
+_INLINE = [
+    (re.compile(r"\\f(\(..|\[[^\]]*\]|.)"), ""),
+    (re.compile(r"\\\*(\(..|\[[^\]]*\]|.)"), ""),
+    (re.compile(r"\\\((em|en|hy)"), "-"),
+    (re.compile(r"\\\(.."), ""),
+    (re.compile(r"\\[-&/,]"), lambda m: "-" if m.group(0) == "\\-" else ""),
+    (re.compile(r"\\e"), "\\\\"),
+    (re.compile(r"\\ "), " "),
+]
+
+
+def _groff_to_text(source: str) -> list[str]:
+    lines = []
+    for line in source.splitlines():
+        if line.startswith(('.\\"', "'\\\"")):
+            continue
+        if line.startswith((".", "'")):
+            macro, _, rest = line[1:].partition(" ")
+            if macro in ("SH", "SS", "B", "I", "BR", "IR", "BI", "IB", "RB", "RI"):
+                lines.append(rest.replace('"', ""))
+            elif macro in ("PP", "P", "LP", "TP", "IP", "br", "sp"):
+                lines.append("")
+            continue
+        lines.append(line)
+    text = "\n".join(lines)
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    return text.splitlines()
+
+
+def load_manpages(folder: Path, limit: int) -> list[tuple[str, str, str]]:
+    """[(command, question, body)] from the NAME line and the rest of each page."""
+    pages = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.1.gz")):
+        try:
+            source = gzip.decompress(path.read_bytes()).decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if source.startswith(".so "):
+            continue  # an alias of another page
+        lines = _groff_to_text(source)
+        heads = [i for i, line in enumerate(lines) if line.strip().upper() in ("NAME", "名称")]
+        if not heads:
+            continue
+        after = [line for line in lines[heads[0] + 1 :]]
+        name_line = next((line for line in after if line.strip()), "")
+        if " - " not in name_line:
+            continue
+        command, question = (part.strip() for part in name_line.split(" - ", 1))
+        body = "\n".join(after[after.index(name_line) + 1 :]).strip()[:MAX_BODY_CHARS]
+        # Aliases ship the same page under several names: one copy, one answer.
+        if len(question) >= 4 and len(body) >= 200 and command not in seen and body not in seen:
+            seen.update((command, body))
+            pages.append((command, question, body))
+        if len(pages) == limit:
+            break
+    return pages
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def ingest(base, user, pages) -> dict:
+    from knowledge.models import Document
+    from knowledge.services import document_vectorize, documents_upload
+
+    started = time.perf_counter()
+    ids = []
+    for command, _question, body in pages:
+        upload = SimpleUploadedFile(f"{command}.txt", body.encode())
+        [(document, task_id)] = documents_upload(knowledge_base=base, user=user, files=[upload])
+        document_vectorize(document_id=document.id, task_id=task_id)
+        ids.append(document.id)
+    elapsed = time.perf_counter() - started
+    documents = list(Document.objects.filter(id__in=ids))
+    assert all(d.status == "ready" for d in documents), [d.error for d in documents]
+    stages = {k: sum(d.timings.get(k, 0.0) for d in documents) for k in documents[0].timings}
+    chunks = sum(d.chunk_count for d in documents)
+    return {"documents": len(documents), "chunks": chunks, "seconds": elapsed,
+            "chunks_per_s": chunks / elapsed, "stages": stages,
+            "doc_ids": {d.title[:-4]: d.id for d in documents}}  # fmt: skip
+
+
+def report_ingest(label: str, result: dict) -> None:
+    total = result["seconds"]
+    stages = ", ".join(
+        f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in result["stages"].items()
+    )
+    other = total - sum(result["stages"].values())
+    print(
+        f"  {label}: {result['documents']} documents, {result['chunks']} chunks in {total:.1f} s"
+        f" = {result['chunks_per_s']:.1f} chunks/s; {stages}, "
+        f"upload + bookkeeping {other:.1f} s ({100 * other / total:.0f}%)"
+    )
+
+
+def quality(
+    base, pages, doc_ids: dict[str, int], modes=("vector", "keyword", "hybrid")
+) -> dict[str, tuple[float, float]]:
+    from knowledge import retrieval
+
+    scores = {}
+    for mode in modes:
+        hits_at_5, reciprocal = 0, 0.0
+        for command, question, _body in pages:
+            hits = retrieval.search(
+                knowledge_bases=[base], query=question, top_k=5, mode=mode,
+                score_threshold=-1.0, use_cache=False,
+            )  # fmt: skip
+            ranks = [i for i, h in enumerate(hits, 1) if h.chunk.document_id == doc_ids[command]]
+            if ranks:
+                hits_at_5 += 1
+                reciprocal += 1 / ranks[0]
+        scores[mode] = (hits_at_5 / len(pages), reciprocal / len(pages))
+    return scores
+
+
+def latency(pages_en, *, sizes=(10_000, 100_000), queries=100) -> None:
+    """Synthetic collections of the given sizes, built from real chunk vectors plus noise
+    (a perturbed copy stays near its source, as paraphrases do); real queries embedded every
+    time. Milvus Lite HNSW vs exact numpy search over the same vectors."""
+    from knowledge.models import Chunk
+    from knowledge.retrieval import embed_query
+    from knowledge.vectorstore import VectorRow, get_vector_store
+
+    store = get_vector_store()
+    model = "local/all-MiniLM-L6-v2"
+    real_ids = list(Chunk.objects.values_list("id", flat=True)[:3000])
+    from knowledge.embedders import local_embedder
+
+    texts = list(Chunk.objects.filter(id__in=real_ids).values_list("text", flat=True))
+    seeds = np.array(local_embedder().embed(texts), dtype=np.float32)
+    rng = np.random.default_rng(7)
+    questions = [q for _c, q, _b in pages_en][:queries]
+    for size in sizes:
+        collection = store.ensure_collection(model=f"bench-latency-{size}", dimension=384)
+        picks = rng.integers(0, len(seeds), size)
+        noise = rng.normal(0, 0.35 / np.sqrt(384), (size, 384)).astype(np.float32)
+        vectors = seeds[picks] + noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        started = time.perf_counter()
+        for start in range(0, size, 5000):
+            rows = [
+                VectorRow(start + i + 1, 1 + (start + i) % 10, 1, "x", vectors[start + i].tolist())
+                for i in range(min(5000, size - start))
+            ]
+            store.upsert(collection=collection, rows=rows)
+        load_s = time.perf_counter() - started
+        # Measure the index, not the brute-force path Lite uses until its build finishes.
+        started = time.perf_counter()
+        while time.perf_counter() - started < 600:
+            info = store.client.describe_index(collection, "vector")
+            if int(info.get("indexed_rows", 0)) >= size and not int(
+                info.get("pending_index_rows", 0)
+            ):
+                break
+            time.sleep(1)
+        index_s = time.perf_counter() - started
+        kb_ids = list(range(1, 11))
+        store.search_vector(collection=collection, vector=vectors[0].tolist(), kb_ids=kb_ids,
+                            limit=10)  # fmt: skip
+        milvus_ms, numpy_ms, recalls = [], [], []
+        for question in questions:
+            _query_cache_clear()
+            started = time.perf_counter()
+            qv = embed_query(model=model, query=question)
+            found = store.search_vector(collection=collection, vector=qv, kb_ids=kb_ids, limit=10)
+            milvus_ms.append(1000 * (time.perf_counter() - started))
+
+            _query_cache_clear()
+            started = time.perf_counter()
+            q = np.array(embed_query(model=model, query=question), dtype=np.float32)
+            sims = vectors @ q
+            top = np.argpartition(-sims, 10)[:10]
+            exact = set((top[np.argsort(-sims[top])] + 1).tolist())
+            numpy_ms.append(1000 * (time.perf_counter() - started))
+            recalls.append(len(exact & {cid for cid, _ in found}) / 10)
+        print(
+            f"  {size:>7,} chunks (inserted in {load_s:.0f} s, indexed {index_s:.0f} s later): "
+            f"Milvus Lite HNSW p50 "
+            f"{percentile(milvus_ms, 50):.1f} ms, p95 {percentile(milvus_ms, 95):.1f} ms | "
+            f"numpy exact p50 {percentile(numpy_ms, 50):.1f} ms, p95 "
+            f"{percentile(numpy_ms, 95):.1f} ms | recall@10 of HNSW vs exact "
+            f"{statistics.mean(recalls):.3f}"
+        )
+        store.client.drop_collection(collection)
+        store._ready.discard(collection)
+    _query_cache_clear()
+    started = time.perf_counter()
+    for question in questions:
+        embed_query(model=model, query=question + " ")
+    per_query = 1000 * (time.perf_counter() - started) / len(questions)
+    print(f"  (query embedding alone: {per_query:.1f} ms per query, part of every figure above)")
+
+
+def _query_cache_clear() -> None:
+    from knowledge import retrieval
+
+    with retrieval._query_vectors_lock:
+        retrieval._query_vectors.clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+
+    zh_folder = Path("/usr/share/man/zh_CN/man1")
+    if not zh_folder.exists():
+        sys.exit("Chinese manual pages missing: apt-get install manpages-zh")
+    setup_test_environment()
+    call_command("migrate", verbosity=0)
+    from django.contrib.auth import get_user_model
+
+    from knowledge.embedders import local_embedder
+    from knowledge.services import knowledge_base_create
+
+    user = get_user_model().objects.create(username="bench")
+    started = time.perf_counter()
+    local_embedder().embed(["warm up"])
+    print(f"Local model loaded in {time.perf_counter() - started:.1f} s (once per process)")
+    zh_pages = load_manpages(zh_folder, args.pages)
+    en_pages = load_manpages(Path("/usr/share/man/man1"), args.pages)
+    print(f"Corpus: {len(en_pages)} English and {len(zh_pages)} Chinese manual pages (man1)")
+
+    print("\n## Ingestion (documents_upload + document_vectorize, local MiniLM, Milvus Lite)")
+    en_base = knowledge_base_create(owner=user, name="man-en")
+    en = ingest(en_base, user, en_pages)
+    report_ingest("English", en)
+    zh_base = knowledge_base_create(owner=user, name="man-zh")
+    zh = ingest(zh_base, user, zh_pages)
+    report_ingest("Chinese", zh)
+
+    if not args.skip_quality:
+        print("\n## Retrieval quality (question = NAME line, answer = that page; top 5 chunks)")
+        for label, base, pages, result in (("English", en_base, en_pages, en),
+                                           ("Chinese", zh_base, zh_pages, zh)):  # fmt: skip
+            scores = quality(base, pages, result["doc_ids"])
+            line = " | ".join(f"{m} recall@5 {r:.3f} MRR {mrr:.3f}" for m, (r, mrr) in
+                              scores.items())  # fmt: skip
+            print(f"  {label} ({len(pages)} questions): {line}")
+        # The peer of the chosen fusion weight: the same hybrid with other keyword weights.
+        from knowledge import retrieval
+
+        chosen = retrieval.KEYWORD_WEIGHT
+        for weight in (1.0, 0.5, 0.3):
+            retrieval.KEYWORD_WEIGHT = weight
+            r, mrr = quality(en_base, en_pages, en["doc_ids"], modes=("hybrid",))["hybrid"]
+            print(f"  English hybrid, keyword weight {weight}: recall@5 {r:.3f} MRR {mrr:.3f}")
+        retrieval.KEYWORD_WEIGHT = chosen
+
+    if not args.skip_latency:
+        print("\n## Retrieval latency (query embedding + vector search, 10 bases, top 10)")
+        latency(en_pages)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        MILVUS.stop()
+        shutil.rmtree(WORK, ignore_errors=True)
