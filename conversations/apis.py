@@ -15,6 +15,7 @@ from openspark.core.cache import (
     conversation_scope,
     user_scope,
 )
+from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
 
 from .selectors import (
@@ -38,9 +39,7 @@ from .services import (
 class ConversationListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-        knowledge_base_ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False, max_length=50
-        )
+        knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
 
     @extend_schema(
         responses=ConversationOutputSerializer(many=True), operation_id="conversations_list"
@@ -74,9 +73,7 @@ class ConversationListCreateApi(APIView):
 class ConversationDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-        knowledge_base_ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False, max_length=50
-        )
+        knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
 
     @extend_schema(responses=ConversationOutputSerializer, operation_id="conversations_get")
     def get(self, request, conversation_id: int):
@@ -134,11 +131,9 @@ class SentSerializer(serializers.Serializer):
 
 class MessageSendApi(APIView):
     class InputSerializer(serializers.Serializer):
-        conversation_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+        conversation_id = IdField(required=False, allow_null=True)
         content = serializers.CharField()
-        knowledge_base_ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False, max_length=50
-        )
+        knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
         client_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
     @extend_schema(

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from openspark.core.errors import ApplicationError
+from openspark.core.ids import IdField
 from openspark.llm import provider_status
 from throttling.services import limiter_check_websocket
 
@@ -41,20 +42,18 @@ MAX_FRAME_CHARS = 256 * 1024
 
 
 class MessageSendFrame(serializers.Serializer):
-    conversation_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    conversation_id = IdField(required=False, allow_null=True)
     content = serializers.CharField()
-    knowledge_base_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, max_length=50
-    )
+    knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 
 class MessageStopFrame(serializers.Serializer):
-    message_id = serializers.IntegerField(min_value=1)
+    message_id = IdField()
 
 
 class ConversationJoinFrame(serializers.Serializer):
-    conversation_id = serializers.IntegerField(min_value=1)
+    conversation_id = IdField()
     # {"<reply id>": <last seq the client has>} for a client resuming after a reconnect.
     last_seq = serializers.DictField(
         child=serializers.IntegerField(min_value=0), required=False, default=dict
@@ -67,7 +66,7 @@ class ConversationJoinFrame(serializers.Serializer):
 
 
 class ConversationLeaveFrame(serializers.Serializer):
-    conversation_id = serializers.IntegerField(min_value=1)
+    conversation_id = IdField()
 
 
 def _provider_status() -> dict[str, Any]:

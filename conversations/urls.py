@@ -17,26 +17,26 @@ from .sse import message_stream
 urlpatterns = [
     path("conversations/", ConversationListCreateApi.as_view(), name="conversations"),
     path(
-        "conversations/<int:conversation_id>/",
+        "conversations/<id:conversation_id>/",
         ConversationDetailApi.as_view(),
         name="conversation-detail",
     ),
     path(
-        "conversations/<int:conversation_id>/messages/",
+        "conversations/<id:conversation_id>/messages/",
         ConversationMessagesApi.as_view(),
         name="conversation-messages",
     ),
     path("messages/", MessageSendApi.as_view(), name="messages"),
-    path("messages/<int:message_id>/", MessageDetailApi.as_view(), name="message-detail"),
-    path("messages/<int:message_id>/stream", message_stream, name="message-stream"),
-    path("messages/<int:message_id>/stop", MessageStopApi.as_view(), name="message-stop"),
+    path("messages/<id:message_id>/", MessageDetailApi.as_view(), name="message-detail"),
+    path("messages/<id:message_id>/stream", message_stream, name="message-stream"),
+    path("messages/<id:message_id>/stop", MessageStopApi.as_view(), name="message-stop"),
     path(
-        "messages/<int:message_id>/regenerate",
+        "messages/<id:message_id>/regenerate",
         MessageRegenerateApi.as_view(),
         name="message-regenerate",
     ),
     path(
-        "messages/<int:message_id>/feedback",
+        "messages/<id:message_id>/feedback",
         MessageFeedbackApi.as_view(),
         name="message-feedback",
     ),

@@ -133,7 +133,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     def get_urls(self):
         own = [
             path(
-                "<int:knowledge_base_id>/upload/",
+                "<id:knowledge_base_id>/upload/",
                 self.admin_site.admin_view(self.upload_view),
                 name="knowledge_knowledgebase_upload",
             ),

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from openspark.core.errors import ApplicationError
+from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
 
 from .models import Document, KnowledgeBase
@@ -242,9 +243,7 @@ class DocumentReindexApi(APIView):
 class KnowledgeSearchApi(APIView):
     class InputSerializer(serializers.Serializer):
         query = serializers.CharField(max_length=2000)
-        knowledge_base_ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False, max_length=50
-        )
+        knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
         top_k = serializers.IntegerField(required=False, min_value=1, max_value=50)
         score_threshold = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
         mode = serializers.ChoiceField(

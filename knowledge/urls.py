@@ -7,22 +7,22 @@ from . import apis
 urlpatterns = [
     path("bases/", apis.KnowledgeBaseListCreateApi.as_view(), name="knowledge-bases"),
     path(
-        "bases/<int:knowledge_base_id>/",
+        "bases/<id:knowledge_base_id>/",
         apis.KnowledgeBaseDetailApi.as_view(),
         name="knowledge-base-detail",
     ),
     path(
-        "bases/<int:knowledge_base_id>/documents/",
+        "bases/<id:knowledge_base_id>/documents/",
         apis.DocumentListUploadApi.as_view(),
         name="knowledge-documents",
     ),
     path(
-        "documents/<int:document_id>/",
+        "documents/<id:document_id>/",
         apis.DocumentDetailApi.as_view(),
         name="knowledge-document-detail",
     ),
     path(
-        "documents/<int:document_id>/reindex",
+        "documents/<id:document_id>/reindex",
         apis.DocumentReindexApi.as_view(),
         name="knowledge-document-reindex",
     ),

@@ -8,6 +8,11 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib import admin
+        from django.urls import register_converter
+
+        from .ids import IdConverter
+
+        register_converter(IdConverter, "id")
 
         from .cache import admin as cache_admin
         from .cache import receivers, tasks  # noqa: F401 - registers the cache tasks

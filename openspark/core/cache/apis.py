@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from openspark.core.errors import ApplicationError, NotFound
+from openspark.core.ids import IdField
 from openspark.core.services import task_enqueue
 
 from .namespaces import RATE_LIMIT, UnknownNamespace
@@ -51,9 +52,7 @@ class CacheWarmApi(APIView):
     permission_classes = [IsAdminUser]
 
     class InputSerializer(serializers.Serializer):
-        user_ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False, max_length=10_000
-        )
+        user_ids = serializers.ListField(child=IdField(), required=False, max_length=10_000)
         recent_users = serializers.IntegerField(
             required=False,
             min_value=0,
