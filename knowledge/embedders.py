@@ -83,6 +83,14 @@ def local_embedder() -> LocalMiniLMEmbedder:
         return _local
 
 
+def local_embedder_warm_in_background() -> None:
+    """Load the local model in a daemon thread when this process will embed with it, so the
+    first upload or chat question does not wait tens of seconds for torch and the weights."""
+    if default_embedding_model() != LOCAL_MODEL:
+        return
+    threading.Thread(target=local_embedder()._load, name="embedder-warm-up", daemon=True).start()
+
+
 def default_embedding_model() -> str:
     choice = settings.KNOWLEDGE_EMBEDDER
     if choice not in ("auto", "local", "zhipuai"):

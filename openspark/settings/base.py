@@ -293,6 +293,10 @@ KNOWLEDGE_ALLOWED_TYPES = env.list(
 )
 # "auto": Zhipu embedding-3 when ZHIPUAI_API_KEY is set, else the local all-MiniLM-L6-v2.
 KNOWLEDGE_EMBEDDER = env("KNOWLEDGE_EMBEDDER", default="auto")
+# Workers load the local embedding model when they start rather than on the first upload.
+KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
+    "KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START", default=True
+)
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
 KNOWLEDGE_REMOTE_EMBED_CONCURRENCY = env.int("KNOWLEDGE_REMOTE_EMBED_CONCURRENCY", default=4)
 KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=500)

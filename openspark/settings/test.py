@@ -43,3 +43,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
     "global_keyprefix": f"ostest{RUN_ID}:",
 }
+
+# Test workers load the embedding model only when a test needs it (most never do).
+KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
+    "KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START", default=False
+)
