@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import closing
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -143,26 +144,62 @@ def _reply_enqueue(*, user, question: Message, client_id: str = "") -> tuple[Mes
     On commit, every socket on the conversation hears `message.created` before the task is
     queued (on_commit callbacks run in order), so no socket sees a delta of an unknown reply.
     """
-    from .tasks import generate_ai_response
-
     reply = Message.objects.create(
         conversation_id=question.conversation_id,
         role=Message.Role.ASSISTANT,
         reply_to=question,
         status=Message.Status.PENDING,
     )
-    queue = _setting("CHAT_TASK_QUEUE", "")
-    task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
     transaction.on_commit(
         lambda: realtime.publish(
             conversation_id=question.conversation_id,
             event=message_created_event(message=question, reply=reply, client_id=client_id),
         )
     )
+    return reply, _reply_task_enqueue(reply=reply, user=user)
+
+
+def _reply_task_enqueue(*, reply: Message, user) -> str:
+    from .tasks import generate_ai_response
+
+    queue = _setting("CHAT_TASK_QUEUE", "")
+    task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
     task_id = task_enqueue(task=task, args=[reply.id], user=user)
     reply.task_id = task_id
     reply.save(update_fields=["task_id"])
-    return reply, task_id
+    return task_id
+
+
+def replies_sweep(*, now=None) -> dict[str, int]:
+    """Beat job for replies nobody works on (a lost task, a worker killed without redelivery):
+    a `pending` reply older than CHAT_PENDING_REQUEUE_SECONDS is queued again (the task is
+    idempotent), a `streaming` one whose worker lease is gone and that has not moved for a lease
+    period is failed as interrupted — readers saw its beginning, so it is not restarted."""
+    now = now or timezone.now()
+    pending_before = now - timedelta(seconds=float(_setting("CHAT_PENDING_REQUEUE_SECONDS", 300)))
+    quiet_before = now - timedelta(seconds=float(_setting("CHAT_REPLY_LEASE_SECONDS", 180)))
+    requeued = interrupted = 0
+    assistant = Message.objects.filter(role=Message.Role.ASSISTANT)
+    stale_pending = assistant.filter(status=Message.Status.PENDING, created_at__lt=pending_before)
+    for reply in stale_pending.select_related("conversation__owner")[:500]:
+        if realtime.reply_lease_held(message_id=reply.id):
+            continue
+        with transaction.atomic():
+            _reply_task_enqueue(reply=reply, user=reply.conversation.owner)
+        requeued += 1
+    stale_streaming = assistant.filter(status=Message.Status.STREAMING, updated_at__lt=quiet_before)
+    for reply in stale_streaming[:500]:
+        if realtime.reply_lease_held(message_id=reply.id):
+            continue
+        if _reply_finish(
+            reply=reply,
+            leaving=Message.Status.STREAMING,
+            status=Message.Status.FAILED,
+            error_code="interrupted",
+            error=_("The reply was interrupted. Please regenerate it."),
+        ):
+            interrupted += 1
+    return {"requeued": requeued, "interrupted": interrupted}
 
 
 def _content_check(content: str) -> str:

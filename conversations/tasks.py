@@ -7,7 +7,7 @@ delta (openspark.llm.retry), and a half-shown reply must not be restarted behind
 
 from celery import shared_task
 
-from .services import conversation_title_generate, reply_generate
+from .services import conversation_title_generate, replies_sweep, reply_generate
 
 
 @shared_task(name="generate_ai_response", acks_late=True, ignore_result=False)
@@ -18,3 +18,8 @@ def generate_ai_response(message_id: int) -> str:
 @shared_task(name="generate_conversation_title", acks_late=True)
 def generate_conversation_title(conversation_id: int) -> str:
     return conversation_title_generate(conversation_id=conversation_id)
+
+
+@shared_task(name="replies_sweep")
+def sweep_replies() -> dict[str, int]:
+    return replies_sweep()

@@ -278,6 +278,12 @@ CHAT_DELTA_BATCH_SECONDS = env.float("CHAT_DELTA_BATCH_SECONDS", default=0.05)
 CHAT_DELTA_BATCH_MAX_SECONDS = env.float("CHAT_DELTA_BATCH_MAX_SECONDS", default=0.25)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_REPLY_LOG_TTL = env.int("CHAT_REPLY_LOG_TTL", default=600)
+# A reply still `pending` after this long lost its task: the beat sweep queues it again.
+CHAT_PENDING_REQUEUE_SECONDS = env.int("CHAT_PENDING_REQUEUE_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "chat-replies-sweep": {"task": "replies_sweep", "schedule": 60.0},
+}
 # Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.
 CHAT_REPLY_LEASE_SECONDS = env.int("CHAT_REPLY_LEASE_SECONDS", default=180)
 CHAT_SSE_KEEPALIVE_SECONDS = env.float("CHAT_SSE_KEEPALIVE_SECONDS", default=15.0)
