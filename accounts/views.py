@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
@@ -63,28 +63,28 @@ def signup(request):
 
 
 ACCOUNT_JS_STRINGS = {
-    "plan": _lazy("Plan"),
-    "rpm": _lazy("Requests per minute"),
-    "endpoint": _lazy("Endpoint group"),
-    "tokens": _lazy("Tokens this month"),
-    "usage": _lazy("Used this minute"),
-    "noKeys": _lazy("No API keys yet."),
-    "name": _lazy("Name"),
-    "prefix": _lazy("Key"),
-    "created": _lazy("Created"),
-    "expires": _lazy("Expires"),
-    "status": _lazy("Status"),
-    "actions": _lazy("Actions"),
-    "active": _lazy("Active"),
-    "revoked": _lazy("Revoked"),
-    "revoke": _lazy("Revoke"),
-    "confirmRevoke": _lazy("Revoke this key? Programs using it stop working."),
-    "nameRequired": _lazy("Please give the key a name."),
-    "newKey": _lazy("Your new API key"),
-    "copy": _lazy("Copy"),
-    "copied": _lazy("Copied"),
-    "shownOnce": _lazy("Copy your key now — it will not be shown again."),
-    "network": _lazy("Network error — check your connection."),
+    "plan": gettext_lazy("Plan"),
+    "rpm": gettext_lazy("Requests per minute"),
+    "endpoint": gettext_lazy("Endpoint group"),
+    "tokens": gettext_lazy("Tokens this month"),
+    "usage": gettext_lazy("Used this minute"),
+    "noKeys": gettext_lazy("No API keys yet."),
+    "name": gettext_lazy("Name"),
+    "prefix": gettext_lazy("Key"),
+    "created": gettext_lazy("Created"),
+    "expires": gettext_lazy("Expires"),
+    "status": gettext_lazy("Status"),
+    "actions": gettext_lazy("Actions"),
+    "active": gettext_lazy("Active"),
+    "revoked": gettext_lazy("Revoked"),
+    "revoke": gettext_lazy("Revoke"),
+    "confirmRevoke": gettext_lazy("Revoke this key? Programs using it stop working."),
+    "nameRequired": gettext_lazy("Please give the key a name."),
+    "newKey": gettext_lazy("Your new API key"),
+    "copy": gettext_lazy("Copy"),
+    "copied": gettext_lazy("Copied"),
+    "shownOnce": gettext_lazy("Copy your key now — it will not be shown again."),
+    "network": gettext_lazy("Network error — check your connection."),
 }
 
 
