@@ -4,6 +4,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,8 @@ def test_stateful_services_have_volumes_and_app_services_get_urls():
 def test_docker_compose_config_when_the_plugin_exists():
     docker = shutil.which("docker")
     if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
-        return  # the YAML checks above still ran; the compose plugin is optional here
+        # An environment limit, not a missing feature: the YAML checks above still ran.
+        pytest.skip("the docker compose plugin is not installed on this machine")
     result = subprocess.run(
         [docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "SECRET_KEY": "x"},
