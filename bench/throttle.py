@@ -80,7 +80,7 @@ def asgi_application():
     import django
 
     django.setup()
-    from django.core.asgi import get_asgi_application
+    from openspark.core.asgi import get_asgi_application  # the project's HTTP handler
 
     return get_asgi_application()
 

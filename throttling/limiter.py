@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import hashlib
 import logging
 import math
 import os
@@ -33,12 +32,14 @@ from typing import NamedTuple
 import redis
 from django.conf import settings
 
+from openspark.core.redis_raw import ScriptConnections, script_sha
+
 logger = logging.getLogger(__name__)
 
 ALGORITHM_CODES = {"token_bucket": "t", "sliding_window": "s", "fixed_window": "f"}
 _KEY_PARTS = {name: f"2{code}:" for name, code in ALGORITHM_CODES.items()}  # after the prefix
 _SCRIPT = (Path(__file__).parent / "lua" / "limiter.lua").read_text()
-_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+_SCRIPT_SHA = script_sha(_SCRIPT)
 STATS_TTL_SECONDS = 3900  # per-minute stats and top-limited keys: an hour and 5 minutes
 
 
@@ -94,19 +95,16 @@ PEEK_UNAVAILABLE = LimitDecision(allowed=True, degraded=True)  # no states: Redi
 
 class _Backend:
     """Per Redis URL (settings are read per call, so tests may point elsewhere): a redis-py
-    client for everything but the check, and a stack of idle connections for the check.
-
-    A connection is taken from the stack for one command and put back only after a complete
-    reply, so a connection on the stack never has unread data; one that fails is closed.
-    At most MAX_IDLE are kept per URL (one per concurrent check at the peak, up to that);
-    after fork the child forgets the parent's connections (they share its sockets)."""
-
-    MAX_IDLE = 64
+    client for everything but the check, and idle connections for the check itself."""
 
     def __init__(self) -> None:
         self._clients: dict[str, redis.Redis] = {}
-        self._idle: dict[str, list] = {}
         self._lock = threading.Lock()
+        self._script = ScriptConnections(self.client)
+
+    @property
+    def _idle(self) -> dict[str, list]:
+        return self._script._idle
 
     def client(self, url: str | None = None) -> redis.Redis:
         url = url or settings.REDIS_URL
@@ -123,66 +121,11 @@ class _Backend:
         return client
 
     def evalsha(self, url: str, packed: bytes):
-        """`packed`: an EVALSHA of the limiter script in RESP (see `_pack`); on NOSCRIPT the
-        script is loaded and the command sent again. Runs on an idle connection."""
-        idle = self._idle.get(url)
-        if idle is None:
-            idle = self._idle.setdefault(url, [])
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._connect(url)
-        else:
-            try:
-                return self._evalsha_on(conn, idle, packed)
-            except redis.exceptions.ConnectionError:
-                # Most likely the server closed it while idle (restart, idle timeout): the
-                # script did not run. The other idle ones are suspect too; one retry on a
-                # fresh connection. Timeouts are not retried (the script may have run).
-                self._drop(idle)
-                conn = self._connect(url)
-        return self._evalsha_on(conn, idle, packed)
-
-    def _evalsha_on(self, conn, idle: list, packed: bytes):
-        packed = [packed]
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            try:
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
-                # First call on this server (or after a restart/SCRIPT FLUSH): load, retry.
-                conn.send_command("SCRIPT", "LOAD", _SCRIPT, check_health=False)
-                conn.read_response()
-                conn.send_packed_command(packed, check_health=False)
-                reply = conn.read_response()
-        except BaseException:
-            conn.disconnect()
-            raise
-        if len(idle) < self.MAX_IDLE:
-            idle.append(conn)
-        else:
-            conn.disconnect()
-        return reply
-
-    def _connect(self, url: str):
-        pool = self.client(url).connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
-
-    @staticmethod
-    def _drop(idle: list) -> None:
-        while idle:
-            try:
-                idle.pop().disconnect()
-            except IndexError:
-                break
-
-    def forget_after_fork(self) -> None:
-        # The parent's sockets: do not close them, just stop using them.
-        self._idle = {}
+        """`packed`: an EVALSHA of the limiter script in RESP (see `_pack`)."""
+        return self._script.evalsha(url, packed, _SCRIPT)
 
 
 _backend = _Backend()
-os.register_at_fork(after_in_child=_backend.forget_after_fork)
 
 
 def redis_client() -> redis.Redis:

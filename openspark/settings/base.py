@@ -88,9 +88,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Kept open between requests: ASGI request threads are pooled (openspark/core/asgi.py).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Threads for ASGI requests' sync part (middleware, DRF views), each keeping its connection.
+ASGI_THREADS = env.int("ASGI_THREADS", default=16)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -348,6 +350,8 @@ CACHE_TTLS = {
         "ai_response": 24 * 60 * 60,
         "retrieval": 10 * 60,
         "rate_limit": 60,
+        # Not in the plan: API-key authentication (invalidated by every key or user write).
+        "api_key": 60 * 60,
     }.items()
 }
 CACHE_COMPRESS_MIN_BYTES = env.int("CACHE_COMPRESS_MIN_BYTES", default=1024)

@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 
 import pytest
 from django.utils import timezone
@@ -51,13 +52,76 @@ def test_expired_key_is_rejected(user):
     from accounts.services import api_key_create
 
     key, raw_key = api_key_create(
-        user=user, name="old", expires_at=timezone.now() + dt.timedelta(seconds=60)
+        user=user, name="old", expires_at=timezone.now() + dt.timedelta(seconds=1.5)
     )
-    assert _bearer(raw_key).get("/api/v1/me/").status_code == 200
-    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert _bearer(raw_key).get("/api/v1/me/").status_code == 200  # now cached
+    time.sleep(max(0.0, (key.expires_at - timezone.now()).total_seconds()) + 0.05)
     response = _bearer(raw_key).get("/api/v1/me/")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cached_key_authenticates_without_a_query(user, django_assert_num_queries):
+    from accounts.authentication import api_key_resolve
+    from accounts.services import api_key_create
+
+    key, raw_key = api_key_create(user=user, name="k")
+    assert api_key_resolve(raw_key).user.username == user.username  # loads and caches
+    with django_assert_num_queries(0):
+        cached = api_key_resolve(raw_key)
+    assert (cached.pk, cached.user.pk, cached.user.plan_id) == (key.pk, user.pk, user.plan_id)
+    assert cached.user.is_authenticated
+    with django_assert_num_queries(1):  # the deferred password is read when asked for
+        assert cached.user.check_password("pw") is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_to_a_cached_key_or_its_user_take_effect_at_once(user):
+    from accounts.services import api_key_create, api_key_revoke
+
+    key, raw_key = api_key_create(user=user, name="k")
+    client = _bearer(raw_key)
+    assert client.get("/api/v1/me/").status_code == 200  # cached
+    user.is_active = False
+    user.save()
+    assert client.get("/api/v1/me/").status_code == 401
+    user.is_active = True
+    user.save()
+    assert client.get("/api/v1/me/").status_code == 200
+    key.expires_at = timezone.now() - dt.timedelta(seconds=1)  # e.g. an edit in the admin
+    key.save()
+    assert client.get("/api/v1/me/").status_code == 401
+    key.expires_at = None
+    key.save()
+    assert client.get("/api/v1/me/").status_code == 200
+    api_key_revoke(user=user, key_id=key.pk)
+    assert client.get("/api/v1/me/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_the_cached_user_keeps_the_password_and_last_used_is_written_once_a_minute(
+    user, django_assert_num_queries
+):
+    from accounts.authentication import api_key_resolve
+    from accounts.services import api_key_create
+
+    user.set_password("secret-pw")
+    user.save()
+    _key, raw_key = api_key_create(user=user, name="k")
+    client = _bearer(raw_key)
+    assert client.get("/api/v1/me/").status_code == 200
+    first_use = ApiKey.objects.get(user=user).last_used_at
+    assert first_use is not None
+    assert client.get("/api/v1/me/").status_code == 200
+    assert ApiKey.objects.get(user=user).last_used_at == first_use  # not on every request
+
+    cached = api_key_resolve(raw_key)
+    cached.user.first_name = "Changed"
+    cached.user.save()  # the deferred password is left alone
+    user.refresh_from_db()
+    assert user.first_name == "Changed"
+    assert user.check_password("secret-pw")
 
 
 def test_expiry_in_the_past_is_a_validation_error(auth_client):

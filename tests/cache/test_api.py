@@ -28,7 +28,7 @@ def test_stats_count_exactly_the_requests_made(auth_client, staff_client):
     assert profile["latency_ms_avg"] > 0 and profile["latency_ms_p95"] >= profile["latency_ms_p50"]
     assert {ns["name"] for ns in body["namespaces"]} == {
         "user_profile", "user_conversations", "conversation_history", "document_content",
-        "ai_response", "retrieval", "rate_limit",
+        "ai_response", "retrieval", "rate_limit", "api_key",
     }  # fmt: skip
     assert body["redis"]["available"] is True
     assert body["redis"]["used_memory"] > 0

@@ -48,6 +48,7 @@ def test_plan_ttls_are_the_seed_numbers(settings):
         "ai_response": 86400,
         "retrieval": 600,
         "rate_limit": 60,
+        "api_key": 3600,
     }
 
 

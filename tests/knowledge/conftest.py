@@ -8,6 +8,7 @@ import contextlib
 import io
 import shutil
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -44,8 +45,26 @@ def milvus_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("milvus-server")
     server.set_base_dir(str(base))
     server.listen_port = free_port()
+    server.wait_for_started = False
     with contextlib.redirect_stdout(io.StringIO()):
         server.start()
+    # Fail fast when it dies at start (e.g. a port held by a killed run's server) instead of
+    # waiting out the package's own wait, which does not notice a dead process.
+    health = f"http://127.0.0.1:{server.webservice_port}/healthz"
+    deadline = time.monotonic() + 180
+    while True:
+        if server.server_proc.poll() is not None:
+            log = base / "logs" / "milvus-stdout.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"Milvus server exited with {server.server_proc.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=5) as response:
+            if b"OK" in response.read():
+                time.sleep(1)  # as the package does: healthy a moment before serving
+                break
+        if time.monotonic() > deadline:
+            server.stop()
+            pytest.fail("Milvus server did not become healthy in 180 s")
+        time.sleep(0.2)
     yield f"http://127.0.0.1:{server.listen_port}"
     with contextlib.suppress(Exception):
         server.stop()

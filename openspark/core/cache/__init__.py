@@ -12,9 +12,10 @@ from .ai_response import (
     fingerprint,
 )
 from .decorators import cached
-from .keys import PLANS_SCOPE, conversation_scope, user_scope
+from .keys import PLANS_SCOPE, api_key_scope, conversation_scope, user_scope
 from .namespaces import (
     AI_RESPONSE,
+    API_KEY,
     CONVERSATION_HISTORY,
     DOCUMENT_CONTENT,
     NAMESPACES,
@@ -38,6 +39,7 @@ from .versions import cache_bump, cache_bump_now
 
 __all__ = [
     "AI_RESPONSE",
+    "API_KEY",
     "CONVERSATION_HISTORY",
     "DOCUMENT_CONTENT",
     "NAMESPACES",
@@ -52,6 +54,7 @@ __all__ = [
     "ai_response_key",
     "ai_response_set",
     "ai_response_user_scope",
+    "api_key_scope",
     "cache_bump",
     "cache_bump_now",
     "cache_enabled",

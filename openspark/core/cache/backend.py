@@ -7,7 +7,6 @@ database. Errors are logged once per outage, not once per request."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -17,6 +16,8 @@ from typing import TypeVar
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import NoScriptError, RedisError
+
+from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
 
 logger = logging.getLogger("openspark.cache")
 
@@ -108,7 +109,7 @@ return #KEYS
 """
 )
 
-_SHAS = {src: hashlib.sha1(src.encode()).hexdigest() for src in (READ, STORE, RELEASE, BUMP)}
+_SHAS = {src: script_sha(src) for src in (READ, STORE, RELEASE, BUMP)}
 
 
 class Unavailable(Exception):
@@ -179,8 +180,16 @@ def _eval(client, src: str, keys: list, args: list):
         return client.eval(src, len(keys), *keys, *args)
 
 
+# The scripts run on every cached read: sent on idle connections of the django-redis
+# client's settings, packed by hand, without redis-py's per-call bookkeeping (see redis_raw).
+_scripts = ScriptConnections(lambda _url: get_redis_connection("default"))
+
+
 def run(src: str, keys: list, args: list):
-    return call(lambda client: _eval(client, src, keys, args))
+    packed = pack_command("EVALSHA", _SHAS[src], len(keys), *keys, *args)
+    # Keyed by the configured location, so a changed setting never reuses another server's.
+    location = str(settings.CACHES["default"]["LOCATION"])
+    return call(lambda _client: _scripts.evalsha(location, packed, src))
 
 
 def bump_missed() -> None:

@@ -35,6 +35,11 @@ def conversation_scope(conversation_id: int) -> tuple[str, int]:
     return ("conversation", conversation_id)
 
 
+def api_key_scope(key_hash: str) -> tuple[str, str]:
+    """The scope of one API key's cached authentication (its row and its user's)."""
+    return ("api_key", key_hash)
+
+
 def _make(raw: str) -> str:
     return str(caches["default"].make_key(raw))
 

@@ -14,6 +14,7 @@ DOCUMENT_CONTENT = "document_content"
 AI_RESPONSE = "ai_response"
 RETRIEVAL = "retrieval"
 RATE_LIMIT = "rate_limit"
+API_KEY = "api_key"
 
 NAMESPACES: tuple[str, ...] = (
     USER_PROFILE,
@@ -23,6 +24,7 @@ NAMESPACES: tuple[str, ...] = (
     AI_RESPONSE,
     RETRIEVAL,
     RATE_LIMIT,
+    API_KEY,
 )
 
 

@@ -1,0 +1,29 @@
+"""Invalidate cached API-key authentication (accounts/authentication.py) on any write to a
+key or to its user, from a service, the admin or anywhere else. Connected in ready()."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+
+from openspark.core.cache import api_key_scope, cache_bump
+
+
+def _key_changed(sender, instance, **kwargs) -> None:
+    cache_bump(scope=api_key_scope(instance.key_hash))
+
+
+def _user_changed(sender, instance, update_fields=None, **kwargs) -> None:
+    # Logging in saves last_login, which authenticating does not depend on.
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return
+    from .models import ApiKey
+
+    hashes = ApiKey.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True)
+    cache_bump(scopes=[api_key_scope(digest) for digest in hashes])
+
+
+def connect() -> None:
+    post_save.connect(_key_changed, sender="accounts.ApiKey", dispatch_uid="apikey-save")
+    post_delete.connect(_key_changed, sender="accounts.ApiKey", dispatch_uid="apikey-delete")
+    post_save.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="apikey-user")
