@@ -101,8 +101,9 @@ class Stack:
                                   "--no-access-log", "--ws", "websockets",
                                   "--workers", str(args.web_workers)])  # fmt: skip
         _wait_port(self.web_port, web, "uvicorn")
+        nice = ["nice", "-n", str(args.worker_nice)] if args.worker_nice else []
         for i in range(args.workers):
-            self._spawn(f"worker{i}", [sys.executable, "-m", "celery", "-A", "openspark",
+            self._spawn(f"worker{i}", [*nice, sys.executable, "-m", "celery", "-A", "openspark",
                                        "worker", "--loglevel", "WARNING", "-Q", QUEUE,
                                        "--pool", "threads", "--concurrency", str(args.concurrency),
                                        "-n", f"bench{i}@%h", "--without-gossip",
@@ -298,6 +299,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30, help="phase 1 replies")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=260, help="threads per worker")
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=0,
+        help="run the Celery workers at this nice level (web stays at 0)",
+    )
     parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes")
     parser.add_argument("--post-interval", type=float, default=0.1, help="seconds between POSTs")
     parser.add_argument("--api-users", type=int, default=50)

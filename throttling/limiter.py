@@ -374,12 +374,29 @@ def _args(spec: tuple) -> bytes:
     return packed
 
 
+_packed_keys: dict[tuple, bytes] = {}
+
+
+def _packed_key(prefix: str, rule: Rule) -> bytes:
+    key = f"{prefix}{_KEY_PARTS[rule.algorithm]}{rule.layer}:{rule.who}".encode()
+    if len(_packed_keys) >= 50_000:
+        _packed_keys.clear()
+    packed = _packed_keys[prefix, rule.algorithm, rule.layer, rule.who] = b"$%d\r\n%s\r\n" % (
+        len(key),
+        key,
+    )
+    return packed
+
+
 def _pack(prefix: str, rules: list[Rule], peek: bool) -> bytes:
     parts = [_header(len(rules))]
     tail = [_MODE_ARG[peek]]
     for rule in rules:
-        key = f"{prefix}{_KEY_PARTS[rule.algorithm]}{rule.layer}:{rule.who}".encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(key), key))
+        # The same callers come back: their keys are packed once (per process, bounded).
+        parts.append(
+            _packed_keys.get((prefix, rule.algorithm, rule.layer, rule.who))
+            or _packed_key(prefix, rule)
+        )
         spec = (rule.limit, rule.period, rule.algorithm, rule.shadow)
         tail.append(_rule_args.get(spec) or _args(spec))
     parts += tail

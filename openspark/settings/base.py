@@ -88,9 +88,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-# Kept open between requests: ASGI request threads are pooled (openspark/core/asgi.py).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Kept open between requests: ASGI request threads are pooled (openspark/core/asgi.py).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (
+    DB_POOL_MAX_SIZE := env.int("DB_POOL_MAX_SIZE", default=10)
+):
+    # psycopg's pool per process: a worker streams 100+ replies on threads that each touch
+    # the database briefly once a second; without a pool every touch is a PostgreSQL login
+    # (a forked backend) and their peak exceeds max_connections. Threads past the pool's size
+    # wait for a connection (DB_POOL_TIMEOUT s) instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
+        }
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Threads for ASGI requests' sync part (middleware, DRF views), each keeping its connection.
 ASGI_THREADS = env.int("ASGI_THREADS", default=16)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
