@@ -198,13 +198,15 @@ async def one_reply(ws, content: str) -> dict:
         kind = event["type"]
         if kind == "message.created":
             reply_id = event["reply"]["id"]
+            created = now
         elif kind == "reply.delta" and event["message_id"] == reply_id:
             # A delta with `from_seq` stands for seqs from_seq..seq (docs/chat.md).
             seqs = range(event.get("from_seq", event["seq"]), event["seq"] + 1)
             deltas.append((now, event["seq"], event["delta"], list(seqs)))
         elif kind == "reply.done" and event["message"]["id"] == reply_id:
             return {"sent": sent, "deltas": deltas, "final": event["message"]["content"],
-                    "status": event["message"]["status"], "end": now}  # fmt: skip
+                    "status": event["message"]["status"], "end": now, "created": created,
+                    "timings": event["message"]["timings"]}  # fmt: skip
         elif kind in ("reply.error", "error", "rate_limited"):
             raise RuntimeError(f"unexpected event: {event}")
 
@@ -223,15 +225,21 @@ def delivery_check(result: dict, expected: str) -> dict[str, int]:
     }
 
 
-async def phase_first_token(url: str, cookie: str, samples: int, ftd: float) -> list[float]:
+async def phase_first_token(url: str, cookie: str, samples: int, ftd: float) -> tuple:
+    """Overheads, and where they go: send → `message.created` (the socket's turn: limiter,
+    transaction, enqueue), the reply's queue time (created → a worker claimed it, server
+    clocks) and its time to first token (created → first token at the worker)."""
     ws = await open_socket(url, cookie)
-    overheads = []
+    overheads, parts = [], {"send → created": [], "queue (server)": [], "first token (server)": []}
     for i in range(samples + 3):
         result = await one_reply(ws, f"[[tokens:3]] ping {i}")
         if i >= 3:  # warm-up: connection pools, first imports
             overheads.append(result["deltas"][0][0] - result["sent"] - ftd)
+            parts["send → created"].append(result["created"] - result["sent"])
+            parts["queue (server)"].append(result["timings"]["queue_ms"] / 1000)
+            parts["first token (server)"].append(result["timings"]["first_token_ms"] / 1000 - ftd)
     await ws.close()
-    return overheads
+    return overheads, parts
 
 
 async def poster(url: str, keys: list[str], interval: float, stop: asyncio.Event) -> list:
@@ -321,12 +329,14 @@ def main() -> None:
               f"DB {stack.env['DATABASE_URL'].split(':')[0]}; {os.cpu_count()} CPUs; "
               f"load average {loadavg()}")  # fmt: skip
 
-        overheads = asyncio.run(
+        overheads, parts = asyncio.run(
             phase_first_token(stack.url, cookies[0], args.samples, args.first_token_delay)
         )
         print(f"\n1. Overhead to first token, idle (n={len(overheads)}): "
               f"p50 {ms(pct(overheads, 50))}, p95 {ms(pct(overheads, 95))}, "
               f"max {ms(max(overheads))}")  # fmt: skip
+        print("   of which (p50): " + ", ".join(f"{name} {ms(pct(v, 50))}"
+                                                for name, v in parts.items()))  # fmt: skip
 
         r = asyncio.run(phase_concurrent(stack.url, cookies, keys, args))
         ideal = args.first_token_delay + (args.tokens - 1) * args.token_delay

@@ -24,7 +24,7 @@ from .selectors import (
     message_get_for_user,
     message_list_for_conversation,
 )
-from .serializers import ConversationOutputSerializer, MessageOutputSerializer
+from .serializers import ConversationOutputSerializer, MessageOutputSerializer, message_data
 from .services import (
     conversation_create,
     conversation_delete,
@@ -145,8 +145,8 @@ class MessageSendApi(APIView):
         message, reply, task_id = message_send(user=request.user, **serializer.validated_data)
         return Response(
             {
-                "message": MessageOutputSerializer(message).data,
-                "reply": MessageOutputSerializer(reply).data,
+                "message": message_data(message),
+                "reply": message_data(reply),
                 "task_id": task_id,
             },
             status=status.HTTP_202_ACCEPTED,
@@ -157,14 +157,14 @@ class MessageDetailApi(APIView):
     @extend_schema(responses=MessageOutputSerializer, operation_id="messages_get")
     def get(self, request, message_id: int):
         message = message_get_for_user(user=request.user, message_id=message_id)
-        return Response(MessageOutputSerializer(message).data)
+        return Response(message_data(message))
 
 
 class MessageStopApi(APIView):
     @extend_schema(request=None, responses=MessageOutputSerializer, operation_id="messages_stop")
     def post(self, request, message_id: int):
         reply = reply_stop(user=request.user, message_id=message_id)
-        return Response(MessageOutputSerializer(reply).data)
+        return Response(message_data(reply))
 
 
 class MessageRegenerateApi(APIView):
@@ -175,8 +175,8 @@ class MessageRegenerateApi(APIView):
         reply, task_id = reply_regenerate(user=request.user, message_id=message_id)
         return Response(
             {
-                "message": MessageOutputSerializer(reply.reply_to).data,
-                "reply": MessageOutputSerializer(reply).data,
+                "message": message_data(reply.reply_to),
+                "reply": message_data(reply),
                 "task_id": task_id,
             },
             status=status.HTTP_202_ACCEPTED,
@@ -197,4 +197,4 @@ class MessageFeedbackApi(APIView):
         message = message_feedback_set(
             user=request.user, message_id=message_id, **serializer.validated_data
         )
-        return Response(MessageOutputSerializer(message).data)
+        return Response(message_data(message))

@@ -85,9 +85,54 @@ class ConversationOutputSerializer(serializers.Serializer):
         return sorted(kb.id for kb in conversation.knowledge_bases.all())
 
 
+_DATETIME = serializers.DateTimeField()
+_CITATION_KEYS = ("index", "document_id", "document_title", "chunk_id", "snippet", "score")
+
+
+def _citation(citation: dict) -> dict:
+    out = {key: citation[key] for key in _CITATION_KEYS}
+    out["index"] = int(out["index"])
+    out["document_title"], out["snippet"] = str(out["document_title"]), str(out["snippet"])
+    out["score"] = float(out["score"])
+    return out
+
+
+def _or_none(value, convert):
+    return None if value is None else convert(value)
+
+
 def message_data(message: Message) -> dict:
-    """A message as plain JSON types (also what websocket events and SSE carry)."""
-    return dict(MessageOutputSerializer(message).data)
+    """A message as plain JSON types: exactly `MessageOutputSerializer(message).data` (a test
+    holds them equal), built directly. It is on the path to every socket event and every 202
+    (three times per send); DRF's serializer costs ~2 ms a message on a slow core, this ~0.1."""
+    when = _DATETIME.to_representation
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "role": _or_none(message.role, str),
+        "reply_to_id": message.reply_to_id,
+        "content": _or_none(message.content, str),
+        "status": _or_none(message.status, str),
+        "last_seq": _or_none(message.last_seq, int),
+        "citations": [_citation(c) for c in message.citations or []],
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+        },
+        "provider": _or_none(message.provider, str),
+        "model": _or_none(message.model, str),
+        "error_code": message.error_code or None,
+        "error": message.error or None,
+        "feedback": None
+        if message.feedback_rating is None
+        else {"rating": message.feedback_rating, "comment": message.feedback_comment},
+        "knowledge_base_ids": [int(i) for i in message.knowledge_base_ids or []],
+        "client_id": _or_none(message.client_id, str),
+        "task_id": _or_none(message.task_id, str),
+        "timings": message.timings,
+        "created_at": _or_none(message.created_at, when),
+        "updated_at": _or_none(message.updated_at, when),
+    }
 
 
 def conversation_data(conversation: Conversation) -> dict:
