@@ -54,6 +54,14 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
         _wait_ready(base, proc)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5  # redis, milvus, web, worker, beat
+        # Background work yields the CPU to the web server (CELERY_WORKER_NICE, default 10).
+        niceness = {
+            ("worker" if "worker" in p.cmdline() else "web"): p.nice()
+            for p in children
+            if ("celery" in " ".join(p.cmdline()) and "worker" in p.cmdline())
+            or "uvicorn" in " ".join(p.cmdline())
+        }
+        assert niceness == {"worker": os.nice(0) + 10, "web": os.nice(0)}, niceness
 
         # The runner prints the URL once its own readiness poll succeeds, just after ours.
         deadline = time.monotonic() + 30
