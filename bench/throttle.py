@@ -434,7 +434,7 @@ def report_throughput() -> None:
     LayerPolicy.objects.filter(layer="global").update(limit=HUGE)
     user = UserFactory(username="bench", plan=plan)
     _key, raw_key = api_key_create(user=user, name="bench")
-    results = throughput(raw_key)
+    results = throughput(raw_key, rounds=int(os.environ.get("BENCH_ROUNDS", "3")))
     off, on = max(results["off"]), max(results["on"])
     print(f"  without limiter: {[round(x) for x in results['off']]} → best {off:.0f}")
     print(f"  with limiter   : {[round(x) for x in results['on']]} → best {on:.0f}")
