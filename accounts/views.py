@@ -12,6 +12,8 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
+from openspark.core.pages import js_strings
+
 from .forms import SignupForm
 from .services import user_create
 
@@ -90,5 +92,4 @@ ACCOUNT_JS_STRINGS = {
 
 @login_required
 def account(request):
-    strings = {key: str(value) for key, value in ACCOUNT_JS_STRINGS.items()}
-    return render(request, "accounts/account.html", {"js_strings": strings})
+    return render(request, "accounts/account.html", {"js_strings": js_strings(ACCOUNT_JS_STRINGS)})

@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 
 from accounts.selectors import user_profile_get
+from openspark.core.pages import js_strings
 from openspark.llm import provider_status
 
 CHAT_JS_STRINGS = {
@@ -50,6 +51,6 @@ def chat_page(request):
             "profile": user_profile_get(user=request.user),
             "llm": provider_status(),
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-            "js_strings": {key: str(value) for key, value in CHAT_JS_STRINGS.items()},
+            "js_strings": js_strings(CHAT_JS_STRINGS),
         },
     )

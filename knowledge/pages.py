@@ -4,6 +4,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 
+from openspark.core.pages import js_strings
+
 KNOWLEDGE_JS_STRINGS = {
     "noBases": _("No knowledge bases yet. Create one to upload documents."),
     "noBase": _("This knowledge base does not exist or is not yours."),
@@ -33,5 +35,4 @@ KNOWLEDGE_JS_STRINGS = {
 
 @login_required
 def knowledge_page(request):
-    strings = {key: str(value) for key, value in KNOWLEDGE_JS_STRINGS.items()}
-    return render(request, "knowledge/bases.html", {"js_strings": strings})
+    return render(request, "knowledge/bases.html", {"js_strings": js_strings(KNOWLEDGE_JS_STRINGS)})

@@ -7,6 +7,7 @@ from django.utils import translation
 from accounts.views import ACCOUNT_JS_STRINGS
 from conversations.pages import CHAT_JS_STRINGS
 from knowledge.pages import KNOWLEDGE_JS_STRINGS
+from openspark.core.pages import js_strings
 
 
 @pytest.mark.parametrize(
@@ -16,8 +17,8 @@ from knowledge.pages import KNOWLEDGE_JS_STRINGS
 )
 def test_page_strings_are_translated(strings):
     with translation.override("en"):
-        english = {key: str(value) for key, value in strings.items()}
+        english = js_strings(strings)
     with translation.override("zh-hans"):
-        chinese = {key: str(value) for key, value in strings.items()}
+        chinese = js_strings(strings)
     untranslated = [english[k] for k in strings if chinese[k] == english[k]]
     assert untranslated == []
