@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django_redis import get_redis_connection
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
 
@@ -144,7 +144,7 @@ def _failed(exc: BaseException) -> None:
         logger.warning("Cache: Redis unavailable, reading from the database (%s)", exc)
 
 
-def _recovered(client) -> None:
+def _recovered() -> None:
     with health.lock:
         was_down, health.down = health.down, False
         invalidate = health.invalidate_all
@@ -153,31 +153,28 @@ def _recovered(client) -> None:
     if invalidate:
         from .keys import global_version_key
 
-        _eval(client, BUMP, [global_version_key()], [VERSION_TTL])
+        _evalsha(BUMP, [global_version_key()], [VERSION_TTL])
         with health.lock:
             health.invalidate_all = False
         logger.warning("Cache: invalidated every namespace after a missed version bump")
 
 
-def call(fn: Callable[..., T]) -> T:
-    """Run fn(client) against Redis; raise Unavailable on any Redis or socket failure."""
+def _guarded(fn: Callable[[], T]) -> T:
+    """Run fn() against Redis; raise Unavailable on any Redis or socket failure."""
     if time.monotonic() < health.down_until:
         raise Unavailable("breaker open")
     try:
-        client = get_redis_connection("default")
         if health.down or health.invalidate_all:
-            _recovered(client)
-        return fn(client)
+            _recovered()
+        return fn()
     except (RedisError, OSError) as exc:
         _failed(exc)
         raise Unavailable(str(exc)) from exc
 
 
-def _eval(client, src: str, keys: list, args: list):
-    try:
-        return client.evalsha(_SHAS[src], len(keys), *keys, *args)
-    except NoScriptError:
-        return client.eval(src, len(keys), *keys, *args)
+def call(fn: Callable[..., T]) -> T:
+    """Run fn(client) with the django-redis client; raise Unavailable as `run` does."""
+    return _guarded(lambda: fn(get_redis_connection("default")))
 
 
 # The scripts run on every cached read: sent on idle connections of the django-redis
@@ -185,11 +182,15 @@ def _eval(client, src: str, keys: list, args: list):
 _scripts = ScriptConnections(lambda _url: get_redis_connection("default"))
 
 
-def run(src: str, keys: list, args: list):
+def _evalsha(src: str, keys: list, args: list):
     packed = pack_command("EVALSHA", _SHAS[src], len(keys), *keys, *args)
     # Keyed by the configured location, so a changed setting never reuses another server's.
-    location = str(settings.CACHES["default"]["LOCATION"])
-    return call(lambda _client: _scripts.evalsha(location, packed, src))
+    return _scripts.evalsha(str(settings.CACHES["default"]["LOCATION"]), packed, src)
+
+
+def run(src: str, keys: list, args: list):
+    """One of this module's scripts, in one round trip."""
+    return _guarded(lambda: _evalsha(src, keys, args))
 
 
 def bump_missed() -> None:
