@@ -16,17 +16,22 @@ TEXT = (
 )
 
 
+def _new_base(page, user, name: str) -> None:
+    """Log in and create a knowledge base on the page; it opens at once."""
+    login(page, user.username, PASSWORD)
+    page.goto("/knowledge/")
+    page.fill("#kb-new-name", name)
+    page.click("#kb-create button[type=submit]")
+    expect(page.locator("#kb-name")).to_have_text(name)
+
+
 def test_create_upload_search_and_delete(page, celery_worker, user, tmp_path):
     good = tmp_path / "kettle-warranty.txt"
     good.write_text(TEXT)
     bad = tmp_path / "program.exe"
     bad.write_bytes(b"MZ\x90\x00binary")
 
-    login(page, user.username, PASSWORD)
-    page.goto("/knowledge/")
-    page.fill("#kb-new-name", "Support docs")
-    page.click("#kb-create button[type=submit]")
-    expect(page.locator("#kb-name")).to_have_text("Support docs")
+    _new_base(page, user, "Support docs")
 
     page.set_input_files("#file-input", [str(good), str(bad)])
     refused = page.locator("#doc-rows tr", has_text="program.exe")
@@ -50,11 +55,7 @@ def test_create_upload_search_and_delete(page, celery_worker, user, tmp_path):
 def test_failed_document_shows_reason_and_retry(page, celery_worker, user, tmp_path):
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4\nthis is not really a pdf\n%%EOF")
-    login(page, user.username, PASSWORD)
-    page.goto("/knowledge/")
-    page.fill("#kb-new-name", "Broken")
-    page.click("#kb-create button[type=submit]")
-    expect(page.locator("#kb-name")).to_have_text("Broken")
+    _new_base(page, user, "Broken")
     page.set_input_files("#file-input", str(broken))
     row = page.locator("#doc-rows tr", has_text="broken.pdf")
     expect(row).to_have_attribute("data-status", "failed", timeout=60_000)
