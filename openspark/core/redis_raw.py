@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import weakref
 from collections.abc import Callable
 
 import redis
-
-_instances: weakref.WeakSet = weakref.WeakSet()
 
 
 def pack_command(*parts) -> bytes:
@@ -42,7 +39,7 @@ class ScriptConnections:
     def __init__(self, client_for: Callable[[str], redis.Redis]) -> None:
         self._client_for = client_for
         self._idle: dict[str, list] = {}
-        _instances.add(self)
+        os.register_at_fork(after_in_child=self.forget_after_fork)
 
     def evalsha(self, url: str, packed: bytes, script: str):
         """`packed`: an EVALSHA of `script` in RESP; on NOSCRIPT the script is loaded and the
@@ -101,11 +98,3 @@ class ScriptConnections:
     def forget_after_fork(self) -> None:
         # The parent's sockets: do not close them, just stop using them.
         self._idle = {}
-
-
-def _forget_all_after_fork() -> None:
-    for instance in list(_instances):
-        instance.forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_all_after_fork)
