@@ -7,6 +7,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -85,7 +86,18 @@ def _code_for(exc: exceptions.APIException) -> str:
     return exc.default_code if isinstance(exc.default_code, str) else "error"
 
 
+DATABASE_UNAVAILABLE = "The database is unavailable or busy; try again shortly."
+DATABASE_RETRY_AFTER = "5"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, OperationalError):
+        # The database is down, locked or out of pooled connections (Django wraps psycopg's
+        # PoolTimeout as OperationalError): a dependency failure, not a bug in the request.
+        logger.warning("Database unavailable: %s", exc)
+        exc = DependencyUnavailable(
+            DATABASE_UNAVAILABLE, headers={"Retry-After": DATABASE_RETRY_AFTER}
+        )
     if isinstance(exc, ApplicationError):
         return Response(
             error_body(exc.code, exc.message, exc.details),

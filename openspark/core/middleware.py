@@ -5,8 +5,9 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 
-from .errors import error_response
+from .errors import DATABASE_RETRY_AFTER, DATABASE_UNAVAILABLE, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -63,5 +64,13 @@ class ApiErrorMiddleware:
             return None
         if isinstance(exception, RequestDataTooBig):
             return error_response("file_too_large", str(exception), 413)
+        if isinstance(exception, OperationalError):  # as in errors.api_exception_handler
+            logger.warning("Database unavailable on %s: %s", request.path, exception)
+            return error_response(
+                "dependency_unavailable",
+                DATABASE_UNAVAILABLE,
+                503,
+                headers={"Retry-After": DATABASE_RETRY_AFTER},
+            )
         logger.exception("Unhandled error on %s", request.path, exc_info=exception)
         return error_response("server_error", _STATUS_CODES[500][1], 500)

@@ -60,6 +60,17 @@ def test_unhandled_exception_is_500_shape_without_details(settings):
         assert error["details"] == {}
 
 
+def test_database_unavailable_is_503_with_retry_after(settings):
+    settings.ROOT_URLCONF = "tests.core.urls_for_tests"
+    client = Client(raise_request_exception=False)
+    for url in ("/api/v1/test-db-down/", "/api/v1/test-db-down-plain/"):
+        response = client.get(url)
+        error = _assert_shape(response, 503, "dependency_unavailable")
+        assert response["Retry-After"] == "5"
+        assert "secret detail" not in response.content.decode()
+        assert error["details"] == {}
+
+
 def test_oversized_body_is_413(auth_client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = auth_client.post("/api/v1/api-keys/", {"name": "x" * 5000}, format="json")
