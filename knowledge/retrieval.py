@@ -3,11 +3,14 @@
 Two rankings per query: vector similarity (Milvus, HNSW) and keyword relevance (BM25 with
 jieba, in Milvus where the server has it, else over the Chunk table). They are fused with
 weighted reciprocal-rank fusion; the weights follow what each ranking can know. The local
-all-MiniLM-L6-v2 model is English-only: on a Chinese query its ranking is close to noise
-(recall@5 0.41 against BM25's 0.99 on a Chinese QA set) and an even-weighted fusion drags
-the result down to 0.77. So for a Chinese query and an embedder that does not read Chinese
-the vector ranking only breaks ties and fills in when keywords find nothing; everywhere else
-both count equally (see docs/performance.md for the measurements behind this).
+all-MiniLM-L6-v2 model is English-only: on Chinese its ranking is close to noise (recall@5
+0.41 against BM25's 0.99 on a Chinese QA set) and an even-weighted fusion drags the result
+down to 0.77. So where the embedder cannot read the query or the passages (Chinese in
+either), the vector ranking only breaks ties and fills in when keywords find nothing. Where it
+can, the vector ranking leads and the keyword ranking counts as much as the two agree (the
+share of chunks in both top tens, with a floor so an exact-term match can still surface): on
+English known-item questions MiniLM alone beat BM25, and a fixed-weight fusion fell below it
+(see docs/performance.md for the measurements behind this).
 
 The database has the last word: hits are read back from Chunk rows of `ready` documents in
 the allowed bases, so a vector that outlived its chunk (a delete in flight, a crash between
@@ -37,10 +40,12 @@ RRF_K = 60
 # w/(K+1) stays below the smallest gap between adjacent keyword ranks in the candidate list
 # (1/(K+20) - 1/(K+21) ≈ 1.5e-4), so it reorders no keyword hits and only ranks the rest.
 TIEBREAK_WEIGHT = 0.005
-# Where the embedder reads the query's language, both rankings count; the keyword ranking
-# counts less, because on English known-item questions MiniLM alone beat BM25 and an even
-# fusion fell below it (bench/knowledge.py sweeps this weight; docs/performance.md).
+# Where the embedder reads the language, the keyword ranking's weight is KEYWORD_WEIGHT
+# times the rankings' agreement (overlap of their top AGREEMENT_DEPTH), at least
+# AGREEMENT_FLOOR (bench/knowledge.py; docs/performance.md).
 KEYWORD_WEIGHT = 0.5
+AGREEMENT_DEPTH = 10
+AGREEMENT_FLOOR = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +142,11 @@ def _rank(
     vector_scores: dict[int, float] = {}
     keyword_scores: dict[int, float] = {}
     best_possible = 0.0
-    query_is_chinese = contains_cjk(query)
     for model, bases in groups.items():
         ids = [b.id for b in bases]
         embedder = get_embedder(model)
         collection = store.ensure_collection(model=model, dimension=embedder.dimension)
-        vector_weight = 1.0
-        if query_is_chinese and not reads_chinese(embedder):
-            vector_weight = TIEBREAK_WEIGHT
-        lists: list[tuple[float, list[tuple[int, float]], dict[int, float]]] = []
+        dense = sparse = None
         if mode in ("hybrid", "vector"):
             dense = store.search_vector(
                 collection=collection,
@@ -153,7 +154,6 @@ def _rank(
                 kb_ids=ids,
                 limit=candidates,
             )
-            lists.append((1.0 if mode == "vector" else vector_weight, dense, vector_scores))
         if mode in ("hybrid", "keyword"):
             if store.supports_bm25:
                 sparse = store.search_keyword(
@@ -163,8 +163,10 @@ def _rank(
                 gens = retrieval_cache.generations(ids)
                 indexes = [base_index(kb_id=i, generation=gens[i]) for i in ids]
                 sparse = bm25_search(indexes, query, limit=candidates)
-            keyword_weight = 1.0 if mode == "keyword" or vector_weight < 1 else KEYWORD_WEIGHT
-            lists.append((keyword_weight, sparse, keyword_scores))
+        vector_weight, keyword_weight = _weights(embedder, query, dense, sparse)
+        lists = [(w, r, scores) for w, r, scores in
+                 ((vector_weight, dense, vector_scores), (keyword_weight, sparse, keyword_scores))
+                 if r is not None]  # fmt: skip
         best_possible = max(best_possible, sum(w for w, _, _ in lists) / (RRF_K + 1))
         for weight, ranking, scores in lists:
             for rank, (chunk_id, score) in enumerate(ranking, start=1):
@@ -182,6 +184,22 @@ def _rank(
         score = round(value / best_possible, 4) if best_possible else 0.0
         ranked.append((chunk_id, score, vector_score, keyword_score))
     return ranked
+
+
+def _weights(embedder, query: str, dense, sparse) -> tuple[float, float]:
+    """(vector weight, keyword weight) for one model's two rankings (None: not searched)."""
+    if dense is None or sparse is None:
+        return 1.0, 1.0
+    if not reads_chinese(embedder):
+        candidates = {chunk_id for chunk_id, _ in dense} | {chunk_id for chunk_id, _ in sparse}
+        texts = Chunk.objects.filter(id__in=candidates).values_list("text", flat=True)
+        chinese = sum(1 for text in texts if contains_cjk(text[:200]))
+        if contains_cjk(query) or 2 * chinese > len(candidates):
+            return TIEBREAK_WEIGHT, 1.0
+    top_dense = {chunk_id for chunk_id, _ in dense[:AGREEMENT_DEPTH]}
+    top_sparse = {chunk_id for chunk_id, _ in sparse[:AGREEMENT_DEPTH]}
+    agreement = len(top_dense & top_sparse) / AGREEMENT_DEPTH
+    return 1.0, KEYWORD_WEIGHT * max(AGREEMENT_FLOOR, agreement)
 
 
 def _hydrate(ranked, *, kb_ids: list[int], top_k: int) -> list[Hit]:

@@ -194,7 +194,7 @@ class VectorStore:
             filter=_kb_filter(kb_ids),
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit * 2)}},
         )
-        return [(_hit_id(hit), float(hit["distance"])) for hit in results[0]]
+        return _ranked((_hit_id(hit), float(hit["distance"])) for hit in results[0])
 
     def search_keyword(
         self, *, collection: str, query: str, kb_ids: list[int], limit: int
@@ -209,7 +209,7 @@ class VectorStore:
             filter=_kb_filter(kb_ids),
             search_params={"metric_type": "BM25"},
         )
-        return [(_hit_id(hit), abs(float(hit["distance"]))) for hit in results[0]]
+        return _ranked((_hit_id(hit), abs(float(hit["distance"]))) for hit in results[0])
 
     def iter_chunk_ids(self, *, collection: str, batch_size: int = 2000) -> Iterator[list[int]]:
         iterator = self.client.query_iterator(
@@ -231,6 +231,12 @@ class VectorStore:
 
 def _kb_filter(kb_ids: list[int]) -> str:
     return f"kb_id in {[int(i) for i in kb_ids]}"
+
+
+def _ranked(hits) -> list[tuple[int, float]]:
+    # Milvus orders equal scores arbitrarily (per segment, per call): a fixed tie order keeps
+    # two searches for the same query, and so the fused ranking, reproducible.
+    return sorted(hits, key=lambda hit: (-hit[1], hit[0]))
 
 
 def _hit_id(hit) -> int:

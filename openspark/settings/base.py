@@ -325,6 +325,8 @@ KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
 # The local model's arithmetic: "auto" is bf16 where the CPU has native bf16, else fp32.
 KNOWLEDGE_LOCAL_EMBED_PRECISION = env("KNOWLEDGE_LOCAL_EMBED_PRECISION", default="auto")
+# Batches the local model runs side by side, one core each; 0 = one per available core.
+KNOWLEDGE_LOCAL_EMBED_LANES = env.int("KNOWLEDGE_LOCAL_EMBED_LANES", default=0)
 KNOWLEDGE_REMOTE_EMBED_CONCURRENCY = env.int("KNOWLEDGE_REMOTE_EMBED_CONCURRENCY", default=4)
 KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=500)
 KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=50)

@@ -3,6 +3,8 @@ interchangeable with fp32 ones (a base may hold both, e.g. after moving workers)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -45,3 +47,23 @@ def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected)
 def test_unknown_precision_is_a_configuration_error():
     with pytest.raises(ImproperlyConfigured):
         LocalMiniLMEmbedder(precision="fp16")
+
+
+def test_lanes_keep_input_order_and_match_one_lane():
+    texts = [f"{word} " * (1 + i * 7) for i, word in enumerate("abcdefghijk")] + TEXTS
+    one = LocalMiniLMEmbedder(batch_size=4, precision="fp32", lanes=1)
+    two = LocalMiniLMEmbedder(batch_size=4, precision="fp32", lanes=2)
+    a, b = np.array(one.embed(texts)), np.array(two.embed(texts))
+    assert a.shape == (len(texts), 384)
+    assert ((a * b).sum(axis=1) > 0.9999).all()
+    # Each row is its own text's vector, whatever batch and lane it went through.
+    np.testing.assert_allclose(b[3], two.embed([texts[3]])[0], atol=1e-4)
+
+
+def test_concurrent_callers_each_get_their_own_vectors(embedder):
+    expected = {t: np.array(embedder.embed([t])[0]) for t in TEXTS}
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: embedder.embed([TEXTS[i % 3]] * 5), range(18)))
+    for i, vectors in enumerate(results):
+        for vector in vectors:
+            np.testing.assert_allclose(vector, expected[TEXTS[i % 3]], atol=1e-3)

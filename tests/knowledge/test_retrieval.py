@@ -56,6 +56,43 @@ def test_chinese_queries_rank_by_keywords_when_the_embedder_reads_only_english(u
     assert hybrid_top == questions
 
 
+def test_english_query_over_chinese_passages_ranks_by_keywords(user):
+    """An English (or Latin-only) question about a Chinese base is still a case MiniLM cannot
+    read: the passages decide, not only the query, so keywords keep the lead."""
+    base = knowledge_base_create(owner=user, name="mixed")
+    ingest(base, user, "gzip.txt", "gzip 压缩文件，gunzip 解压 gzip 格式的文件。".encode())
+    ingest(base, user, "tar.txt", "tar 打包多个文件为一个归档文件。".encode())
+    chunk_ids = list(base.chunks.values_list("id", flat=True))
+    dense = [(chunk_ids[-1], 0.9)]
+    sparse = [(chunk_id, 1.0) for chunk_id in chunk_ids]
+    embedder = retrieval.get_embedder("")
+    assert retrieval._weights(embedder, "gunzip", dense, sparse) == (
+        retrieval.TIEBREAK_WEIGHT,
+        1.0,
+    )
+    hits = retrieval.search(knowledge_bases=[base], query="gunzip", top_k=2)
+    keyword = retrieval.search(knowledge_bases=[base], query="gunzip", top_k=2, mode="keyword")
+    assert [h.chunk.id for h in hits[: len(keyword)]] == [h.chunk.id for h in keyword]
+
+
+def test_keyword_weight_follows_the_rankings_agreement(user):
+    base = knowledge_base_create(owner=user, name="english")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        ingest(base, user, name, f"Plain English text about the {name[0]} command.".encode())
+    ids = list(base.chunks.values_list("id", flat=True))
+    embedder = retrieval.get_embedder("")
+    full, floor = retrieval.KEYWORD_WEIGHT, retrieval.KEYWORD_WEIGHT * retrieval.AGREEMENT_FLOOR
+    dense = [(i, 0.5) for i in ids]
+    # Disjoint top lists: the floor; the same top ten: the full weight; in between: the share.
+    assert retrieval._weights(embedder, "q", dense, [(10**9, 1.0)]) == (1.0, floor)
+    same = [(i, 1.0) for i in range(10)]
+    assert retrieval._weights(embedder, "q", same, same) == (1.0, full)
+    half = same[:5] + [(100 + i, 1.0) for i in range(5)]
+    assert retrieval._weights(embedder, "q", same, half) == (1.0, full * 0.5)
+    # One ranking only (vector or keyword mode): it counts fully.
+    assert retrieval._weights(embedder, "q", dense, None) == (1.0, 1.0)
+
+
 def test_passages_for_query_contract(user, other_user, zh_base, settings):
     passages = passages_for_query(
         user=user, knowledge_base_ids=[zh_base.id], query="犹豫期退保", top_k=3
