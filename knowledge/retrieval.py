@@ -164,9 +164,11 @@ def _rank(
                 indexes = [base_index(kb_id=i, generation=gens[i]) for i in ids]
                 sparse = bm25_search(indexes, query, limit=candidates)
         vector_weight, keyword_weight = _weights(embedder, query, dense, sparse)
-        lists = [(w, r, scores) for w, r, scores in
-                 ((vector_weight, dense, vector_scores), (keyword_weight, sparse, keyword_scores))
-                 if r is not None]  # fmt: skip
+        lists = []
+        if dense is not None:
+            lists.append((vector_weight, dense, vector_scores))
+        if sparse is not None:
+            lists.append((keyword_weight, sparse, keyword_scores))
         best_possible = max(best_possible, sum(w for w, _, _ in lists) / (RRF_K + 1))
         for weight, ranking, scores in lists:
             for rank, (chunk_id, score) in enumerate(ranking, start=1):
