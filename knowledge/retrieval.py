@@ -192,16 +192,20 @@ def _weights(embedder, query: str, dense, sparse) -> tuple[float, float]:
     """(vector weight, keyword weight) for one model's two rankings (None: not searched)."""
     if dense is None or sparse is None:
         return 1.0, 1.0
-    if not reads_chinese(embedder):
-        candidates = {chunk_id for chunk_id, _ in dense} | {chunk_id for chunk_id, _ in sparse}
-        texts = Chunk.objects.filter(id__in=candidates).values_list("text", flat=True)
-        chinese = sum(1 for text in texts if contains_cjk(text[:200]))
-        if contains_cjk(query) or 2 * chinese > len(candidates):
-            return TIEBREAK_WEIGHT, 1.0
+    if not reads_chinese(embedder) and (contains_cjk(query) or _mostly_chinese(dense, sparse)):
+        return TIEBREAK_WEIGHT, 1.0
     top_dense = {chunk_id for chunk_id, _ in dense[:AGREEMENT_DEPTH]}
     top_sparse = {chunk_id for chunk_id, _ in sparse[:AGREEMENT_DEPTH]}
     agreement = len(top_dense & top_sparse) / AGREEMENT_DEPTH
     return 1.0, KEYWORD_WEIGHT * max(AGREEMENT_FLOOR, agreement)
+
+
+def _mostly_chinese(dense, sparse) -> bool:
+    """Whether most candidate passages are Chinese (one query; only asked for a Latin query
+    and an embedder that cannot read Chinese)."""
+    candidates = {chunk_id for chunk_id, _ in dense} | {chunk_id for chunk_id, _ in sparse}
+    texts = Chunk.objects.filter(id__in=candidates).values_list("text", flat=True)
+    return 2 * sum(1 for text in texts if contains_cjk(text[:200])) > len(candidates)
 
 
 def _hydrate(ranked, *, kb_ids: list[int], top_k: int) -> list[Hit]:
