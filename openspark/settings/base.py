@@ -327,6 +327,8 @@ KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
 KNOWLEDGE_LOCAL_EMBED_PRECISION = env("KNOWLEDGE_LOCAL_EMBED_PRECISION", default="auto")
 # Batches the local model runs side by side, one core each; 0 = one per available core.
 KNOWLEDGE_LOCAL_EMBED_LANES = env.int("KNOWLEDGE_LOCAL_EMBED_LANES", default=0)
+# Word pieces the local model reads per text (the rest of a longer chunk is cut off).
+KNOWLEDGE_LOCAL_EMBED_MAX_TOKENS = env.int("KNOWLEDGE_LOCAL_EMBED_MAX_TOKENS", default=128)
 KNOWLEDGE_REMOTE_EMBED_CONCURRENCY = env.int("KNOWLEDGE_REMOTE_EMBED_CONCURRENCY", default=4)
 KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=500)
 KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=50)
