@@ -40,7 +40,7 @@ from openspark.core.cache import (
     user_scope,
 )
 from openspark.core.errors import ApplicationError, Conflict
-from openspark.core.services import task_enqueue
+from openspark.core.services import task_enqueue, task_id_new
 from openspark.llm import (
     Delta,
     Finish,
@@ -138,35 +138,45 @@ def conversation_delete(*, user, conversation_id: int) -> None:
 # --- sending, stopping, regenerating ---------------------------------------------------------
 
 
-def _reply_enqueue(*, user, question: Message, client_id: str = "") -> tuple[Message, str]:
+def _reply_enqueue(
+    *, user, question: Message, client_id: str = "", new_conversation: bool = False
+) -> tuple[Message, str]:
     """A pending reply to `question` and its queued task; call inside a transaction.
 
     On commit, every socket on the conversation hears `message.created` before the task is
     queued (on_commit callbacks run in order), so no socket sees a delta of an unknown reply.
+    A conversation created in this transaction has no sockets yet (joining checks that it
+    exists; one that joins after the commit reads the reply from the database): no publish.
     """
     reply = Message.objects.create(
         conversation_id=question.conversation_id,
         role=Message.Role.ASSISTANT,
         reply_to=question,
         status=Message.Status.PENDING,
+        task_id=task_id_new(),  # stored with the row: no UPDATE after queueing
     )
-    transaction.on_commit(
-        lambda: realtime.publish(
-            conversation_id=question.conversation_id,
-            event=message_created_event(message=question, reply=reply, client_id=client_id),
+    if not new_conversation:
+        transaction.on_commit(
+            lambda: realtime.publish(
+                conversation_id=question.conversation_id,
+                event=message_created_event(message=question, reply=reply, client_id=client_id),
+            )
         )
-    )
-    return reply, _reply_task_enqueue(reply=reply, user=user)
+    return reply, _reply_task_enqueue(reply=reply, user=user, stored=True)
 
 
-def _reply_task_enqueue(*, reply: Message, user) -> str:
+def _reply_task_enqueue(*, reply: Message, user, stored: bool = False) -> str:
+    """Queue the reply's task; `stored`: reply.task_id is already the new id in the database."""
     from .tasks import generate_ai_response
 
     queue = _setting("CHAT_TASK_QUEUE", "")
     task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
-    task_id = task_enqueue(task=task, args=[reply.id], user=user)
-    reply.task_id = task_id
-    reply.save(update_fields=["task_id"])
+    task_id = task_enqueue(
+        task=task, args=[reply.id], user=user, task_id=reply.task_id if stored else None
+    )
+    if not stored:
+        reply.task_id = task_id
+        reply.save(update_fields=["task_id"])
     return task_id
 
 
@@ -246,6 +256,7 @@ def message_send(
     ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
     with transaction.atomic():
         if conversation_id is None:
+            # Its updated_at is already now: no save at the end.
             conversation = Conversation.objects.create(owner=user)
             if ids:
                 conversation.knowledge_bases.set(ids)
@@ -264,9 +275,15 @@ def message_send(
             knowledge_base_ids=ids,
             client_id=client_id[:64],
         )
-        reply, task_id = _reply_enqueue(user=user, question=message, client_id=client_id)
-        # auto_now: the conversation moves to the top of its owner's list.
-        conversation.save(update_fields=["updated_at"])
+        reply, task_id = _reply_enqueue(
+            user=user,
+            question=message,
+            client_id=client_id,
+            new_conversation=conversation_id is None,
+        )
+        if conversation_id is not None:
+            # auto_now: the conversation moves to the top of its owner's list.
+            conversation.save(update_fields=["updated_at"])
         cache_bump(scopes=[user_scope(user.id), conversation_scope(conversation.id)])
     return message, reply, task_id
 

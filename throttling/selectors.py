@@ -64,6 +64,7 @@ class PlanLimits:
     tier: str
     requests_per_minute: int
     endpoint_limits: dict[str, int]
+    monthly_token_quota: int = 0  # LLM tokens; 0 = unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,9 @@ def limiter_config_invalidate() -> None:
 
 
 def _plan_limits(plan: Plan) -> PlanLimits:
-    return PlanLimits(plan.id, plan.tier, plan.requests_per_minute, plan.endpoint_limits)
+    return PlanLimits(
+        plan.id, plan.tier, plan.requests_per_minute, plan.endpoint_limits, plan.monthly_token_quota
+    )
 
 
 def _config_load() -> LimiterConfig:

@@ -26,7 +26,6 @@ from .selectors import (
     limiter_config_get,
     month_start,
     next_month_start,
-    plan_for_user,
     tokens_used_this_month,
 )
 
@@ -55,8 +54,10 @@ def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: i
 
 def quota_check(*, user) -> None:
     """Refuse (429 `quota_exceeded`) when the user's plan's monthly token quota is used up;
-    a quota of 0 is unlimited. The chat service calls this before creating a message."""
-    quota = plan_for_user(user).monthly_token_quota
+    a quota of 0 is unlimited. The chat service calls this before creating a message. The
+    quota comes from the limiter's configuration snapshot (no query; staff edits apply
+    within THROTTLE_CONFIG_TTL seconds, as the limits do)."""
+    quota = limiter_config_get().plan(getattr(user, "plan_id", None)).monthly_token_quota
     if not quota:
         return
     used = tokens_used_this_month(user=user)

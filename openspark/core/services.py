@@ -10,12 +10,22 @@ from django.db import transaction
 from .models import Notification, TaskRecord
 
 
+def task_id_new() -> str:
+    return str(uuid.uuid4())
+
+
 def task_enqueue(
-    *, task: Task, args: list | tuple = (), user=None, kwargs: dict | None = None
+    *,
+    task: Task,
+    args: list | tuple = (),
+    user=None,
+    kwargs: dict | None = None,
+    task_id: str | None = None,
 ) -> str:
     """Record the task for its owner and queue it once the surrounding transaction commits,
-    so the worker never reads rows that are not there yet. Returns the task id at once."""
-    task_id = str(uuid.uuid4())
+    so the worker never reads rows that are not there yet. Returns the task id at once.
+    `task_id`: one from task_id_new() already stored on the caller's row (saves an UPDATE)."""
+    task_id = task_id or task_id_new()
     TaskRecord.objects.create(task_id=task_id, name=task.name, user=user)
     transaction.on_commit(
         lambda: task.apply_async(args=list(args), kwargs=kwargs or {}, task_id=task_id)
