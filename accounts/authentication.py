@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from openspark.core.cache import API_KEY, api_key_scope, cache_value_get, cache_value_set
+from openspark.core.cache.service import Prefetch, cache_value_prefetch, cache_value_prefetched
 
 from .keys import KEY_PREFIX, api_key_hash
 from .models import ApiKey
@@ -51,13 +52,28 @@ def _api_key_from_row(row: dict) -> ApiKey:
     return key
 
 
-def api_key_resolve(raw_key: str) -> ApiKey | None:
+def _well_formed(raw_key: str) -> bool:
+    return raw_key.startswith(KEY_PREFIX) and len(raw_key) <= 200
+
+
+def api_key_prefetch(raw_key: str) -> Prefetch | None:
+    """The key's cached-row read, packed for the rate limiter to send with its check (one
+    round trip for both); `api_key_resolve(raw_key, prefetch=…)` then uses the reply."""
+    if not _well_formed(raw_key):
+        return None
+    digest = api_key_hash(raw_key)
+    return cache_value_prefetch(API_KEY, key=digest, scopes=api_key_scope(digest))
+
+
+def api_key_resolve(raw_key: str, *, prefetch: Prefetch | None = None) -> ApiKey | None:
     """The active key for a raw value (with its user), or None."""
-    if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
+    if not _well_formed(raw_key):
         return None
     digest = api_key_hash(raw_key)
     scope = api_key_scope(digest)
-    row = cache_value_get(API_KEY, key=digest, scopes=scope)
+    answered, row = cache_value_prefetched(prefetch)
+    if not answered:
+        row = cache_value_get(API_KEY, key=digest, scopes=scope)
     if row is not None:
         key = _api_key_from_row(row)
     else:
@@ -83,7 +99,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Malformed API key.") from None
-        key = api_key_resolve(raw_key)
+        # The limiter middleware may have read the key's row with its own check.
+        prefetched = getattr(request._request, "api_key_prefetch", None)
+        prefetch = prefetched[1] if prefetched and prefetched[0] == raw_key else None
+        key = api_key_resolve(raw_key, prefetch=prefetch)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
         now = timezone.now()

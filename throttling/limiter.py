@@ -124,6 +124,16 @@ class _Backend:
         """`packed`: an EVALSHA of the limiter script in RESP (see `_pack`)."""
         return self._script.evalsha(url, packed, _SCRIPT)
 
+    def evalsha_pair(self, url: str, packed: bytes, other: bytes, other_script: str):
+        """The limiter's call and another script's, pipelined: (limiter reply, other reply);
+        the other's script error is returned, the limiter's raised."""
+        reply, other_reply = self._script.evalsha_many(
+            url, ((packed, _SCRIPT), (other, other_script))
+        )
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+        return reply, other_reply
+
 
 _backend = _Backend()
 
@@ -403,10 +413,16 @@ def _pack(prefix: str, rules: list[Rule], peek: bool) -> bytes:
     return b"".join(parts)
 
 
-def limiter_consume(*, rules: list[Rule], who: str = "", peek: bool = False) -> LimitDecision:
+def limiter_consume(
+    *, rules: list[Rule], who: str = "", peek: bool = False, also=None
+) -> LimitDecision:
     """Check `rules` together; consume one unit from each only if every enforcing rule admits
     (shadow rules are counted but never refuse). `peek` reads without consuming (and is not
-    counted in the stats). `who` is counted in the top-limited set when refused."""
+    counted in the stats). `who` is counted in the top-limited set when refused.
+
+    `also`: another script call (`url`, `packed`, `script`; e.g. the cache's Prefetch) sent in
+    the same round trip when it goes to the same Redis; its raw reply is put in `also.reply`
+    (left alone when it could not be sent)."""
     if not rules:
         return ALLOWED
     if health.down_until and health.is_down():
@@ -416,7 +432,10 @@ def limiter_consume(*, rules: list[Rule], who: str = "", peek: bool = False) -> 
     packed = _pack(prefix, rules, peek)
     started = time.perf_counter()
     try:
-        reply = _backend.evalsha(url, packed)
+        if also is not None and also.url == url:
+            reply, also.reply = _backend.evalsha_pair(url, packed, also.packed, also.script)
+        else:
+            reply = _backend.evalsha(url, packed)
     except redis.exceptions.RedisError as error:
         health.mark_down(error)
         return PEEK_UNAVAILABLE if peek else _unavailable(rules)

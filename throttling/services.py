@@ -264,20 +264,34 @@ def _rule(layer_name: str, who: str, limit: int, layer) -> Rule:
 BLOCKED = LimitDecision(allowed=False, layer="blocked", code="blocked")
 
 
-def limiter_check(*, identity: Identity, path: str, layers: frozenset[str]) -> LimitDecision:
-    """Check and consume every applicable layer in one Redis round trip, all-or-nothing."""
+def limiter_check(
+    *, identity: Identity, path: str, layers: frozenset[str], also=None
+) -> LimitDecision:
+    """Check and consume every applicable layer in one Redis round trip, all-or-nothing.
+    `also`: a read to send in the same round trip (see `limiter_consume`)."""
     config = limiter_config_get()
     rules = limiter_rules_build(config=config, identity=identity, path=path, layers=layers)
     if rules is None:
         return BLOCKED
-    decision = limiter_consume(rules=rules, who=identity.who)
+    decision = limiter_consume(rules=rules, who=identity.who, also=also)
     _monitor(decision)
     return decision
 
 
 def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS, user=None):
+    """The request's check. A request with an API key also reads the key's cached row in the
+    same round trip and leaves it for authentication (`request.api_key_prefetch`)."""
+    also = None
+    if user is None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if header[:7].lower() == "bearer ":
+            from accounts.authentication import api_key_prefetch
+
+            raw_key = header[7:].strip()
+            also = api_key_prefetch(raw_key)
+            request.api_key_prefetch = (raw_key, also)
     return limiter_check(
-        identity=identity_resolve(request, user=user), path=request.path, layers=layers
+        identity=identity_resolve(request, user=user), path=request.path, layers=layers, also=also
     )
 
 

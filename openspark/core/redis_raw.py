@@ -1,5 +1,6 @@
 """Hand-packed script calls on a stack of idle Redis connections, for the two calls made on
-every API request (the rate limiter's check and the cache's read).
+every API request (the rate limiter's check and the API key's cached-row read), pipelined
+into one round trip when both go to the same server (`evalsha_many`).
 
 redis-py spends ~18 µs of a ~40 µs EVALSHA in its own bookkeeping (pool checkout with a
 socket poll, retry wrapper, response callbacks; profiled in docs/performance.md). Here a
@@ -30,6 +31,14 @@ def script_sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
+def _read(conn):
+    # An error reply is read completely before redis-py raises it: the connection stays usable.
+    try:
+        return conn.read_response()
+    except redis.exceptions.ResponseError as error:
+        return error
+
+
 class ScriptConnections:
     """Idle connections per Redis URL; `client_for(url)` gives the redis-py client whose
     connection settings (timeouts, TLS, auth) new connections copy."""
@@ -44,6 +53,15 @@ class ScriptConnections:
     def evalsha(self, url: str, packed: bytes, script: str):
         """`packed`: an EVALSHA of `script` in RESP; on NOSCRIPT the script is loaded and the
         command sent again."""
+        reply = self.evalsha_many(url, ((packed, script),))[0]
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+        return reply
+
+    def evalsha_many(self, url: str, commands) -> list:
+        """Several (packed EVALSHA, script) pipelined on one connection: one round trip, the
+        replies in order. A script's error comes back as its ResponseError in the list (the
+        other replies stand); connection failures raise."""
         idle = self._idle.get(url)
         if idle is None:
             idle = self._idle.setdefault(url, [])
@@ -53,27 +71,27 @@ class ScriptConnections:
             conn = self._connect(url)
         else:
             try:
-                return self._evalsha_on(conn, idle, packed, script)
+                return self._send(conn, idle, commands)
             except redis.exceptions.ConnectionError:
                 # Most likely the server closed it while idle (restart, idle timeout): the
-                # script did not run. The other idle ones are suspect too; one retry on a
-                # fresh connection. Timeouts are not retried (the script may have run).
+                # scripts did not run. The other idle ones are suspect too; one retry on a
+                # fresh connection. Timeouts are not retried (the scripts may have run).
                 self._drop(idle)
                 conn = self._connect(url)
-        return self._evalsha_on(conn, idle, packed, script)
+        return self._send(conn, idle, commands)
 
-    def _evalsha_on(self, conn, idle: list, packed: bytes, script: str):
-        packed = [packed]
+    def _send(self, conn, idle: list, commands) -> list:
         try:
-            conn.send_packed_command(packed, check_health=False)
-            try:
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
-                # First call on this server (or after a restart/SCRIPT FLUSH): load, retry.
-                conn.send_command("SCRIPT", "LOAD", script, check_health=False)
-                conn.read_response()
-                conn.send_packed_command(packed, check_health=False)
-                reply = conn.read_response()
+            conn.send_packed_command([packed for packed, _script in commands], check_health=False)
+            replies = [_read(conn) for _command in commands]
+            for n, reply in enumerate(replies):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    # First call on this server (or after a restart/SCRIPT FLUSH): load, retry.
+                    packed, script = commands[n]
+                    conn.send_command("SCRIPT", "LOAD", script, check_health=False)
+                    conn.read_response()
+                    conn.send_packed_command([packed], check_health=False)
+                    replies[n] = _read(conn)
         except BaseException:
             conn.disconnect()
             raise
@@ -81,7 +99,7 @@ class ScriptConnections:
             idle.append(conn)
         else:
             conn.disconnect()
-        return reply
+        return replies
 
     def _connect(self, url: str):
         pool = self._client_for(url).connection_pool

@@ -159,3 +159,37 @@ def test_cannot_see_or_revoke_another_users_key(auth_client, other_user):
 def test_api_keys_require_authentication(api_client):
     response = api_client.post("/api/v1/api-keys/", {"name": "x"}, format="json")
     assert response.status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("same_redis", [True, False])
+def test_the_key_row_is_read_in_the_limiters_round_trip(user, settings, monkeypatch, same_redis):
+    from accounts import authentication
+    from accounts.services import api_key_create
+    from throttling import limiter
+
+    if not same_redis:
+        # The same server under another spelling: not "the same Redis" to the limiter.
+        settings.CACHES = {
+            "default": {**settings.CACHES["default"], "LOCATION": settings.REDIS_URL + "?"}
+        }
+    _key, raw_key = api_key_create(user=user, name="k")
+    client = _bearer(raw_key)
+    assert client.get("/api/v1/me/").status_code == 200  # the row is cached now
+    plain_reads, pairs = [], []
+    real_get, real_pair = authentication.cache_value_get, limiter._backend.evalsha_pair
+    monkeypatch.setattr(
+        authentication,
+        "cache_value_get",
+        lambda *a, **kw: plain_reads.append(kw) or real_get(*a, **kw),
+    )
+    monkeypatch.setattr(
+        limiter._backend, "evalsha_pair", lambda *a: pairs.append(a) or real_pair(*a)
+    )
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 200 and response.json()["username"] == user.username
+    assert "RateLimit" in response
+    if same_redis:
+        assert len(pairs) == 1 and plain_reads == []  # one round trip for both
+    else:
+        assert pairs == [] and len(plain_reads) == 1

@@ -182,10 +182,23 @@ def call(fn: Callable[..., T]) -> T:
 _scripts = ScriptConnections(lambda _url: get_redis_connection("default"))
 
 
+def location() -> str:
+    # Connections are keyed by it, so a changed setting never reuses another server's.
+    return str(settings.CACHES["default"]["LOCATION"])
+
+
+def pack(src: str, keys: list, args: list) -> bytes:
+    return pack_command("EVALSHA", _SHAS[src], len(keys), *keys, *args)
+
+
+def healthy() -> bool:
+    """Up, breaker closed, nothing to recover: a read may go out on another module's round
+    trip (the recovery steps of `_guarded` run only on this module's own calls)."""
+    return not (health.down or health.invalidate_all) and time.monotonic() >= health.down_until
+
+
 def _evalsha(src: str, keys: list, args: list):
-    packed = pack_command("EVALSHA", _SHAS[src], len(keys), *keys, *args)
-    # Keyed by the configured location, so a changed setting never reuses another server's.
-    return _scripts.evalsha(str(settings.CACHES["default"]["LOCATION"]), packed, src)
+    return _scripts.evalsha(location(), pack(src, keys, args), src)
 
 
 def run(src: str, keys: list, args: list):

@@ -210,6 +210,44 @@ def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
     return loads(found.value) if found.hit else None
 
 
+NOT_SENT = object()
+
+
+@dataclass(slots=True)
+class Prefetch:
+    """A plain read (as `cache_value_get`) packed for another module's round trip: the rate
+    limiter pipelines the API key's read with its own check on every API request. Whoever
+    sends it on a connection to `url` puts the raw reply in `reply`."""
+
+    url: str
+    packed: bytes
+    script: str
+    reply: object = NOT_SENT
+
+
+def cache_value_prefetch(
+    namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
+) -> Prefetch | None:
+    """None when the cache is off or recovering (read it the normal way then)."""
+    if not cache_enabled() or not backend.healthy():
+        return None
+    ns = namespace_get(namespace)
+    vkeys = version_keys(ns.name, scopes_normalize(scopes))
+    keys = [*vkeys, stats_key(ns.name), hot_key(ns.name)]
+    args = [value_base_key(ns.name, key), len(vkeys), 1, 0, "", "", backend.VERSION_TTL]
+    return Prefetch(backend.location(), backend.pack(backend.READ, keys, args), backend.READ)
+
+
+def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object]:
+    """(answered, value): the value (None on a miss) if the read went out and succeeded;
+    (False, None) means read it with `cache_value_get`. Hits and misses were counted by the
+    script, as for any read."""
+    if prefetch is None or prefetch.reply is NOT_SENT or isinstance(prefetch.reply, Exception):
+        return False, None
+    hit, _key, payload, _versions = prefetch.reply
+    return True, (loads(payload) if hit else None)
+
+
 def cache_value_set(namespace: str, *, key, value, scopes: Scope | Iterable[Scope] = ()) -> None:
     """Store a value computed elsewhere (e.g. a model's reply) for the namespace's TTL."""
     if not cache_enabled():
