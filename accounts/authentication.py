@@ -99,8 +99,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Malformed API key.") from None
-        # The limiter middleware may have read the key's row with its own check.
-        prefetched = getattr(request._request, "api_key_prefetch", None)
+        # The limiter middleware may have read the key's row with its own check. (`request`
+        # is DRF's, or Django's own when the SSE view authenticates outside DRF.)
+        prefetched = getattr(getattr(request, "_request", request), "api_key_prefetch", None)
         prefetch = prefetched[1] if prefetched and prefetched[0] == raw_key else None
         key = api_key_resolve(raw_key, prefetch=prefetch)
         if key is None:
