@@ -82,7 +82,10 @@ class ScriptConnections:
 
     def _send(self, conn, idle: list, commands) -> list:
         try:
-            conn.send_packed_command([packed for packed, _script in commands], check_health=False)
+            # One buffer: redis-py writes each list item with its own sendall (a syscall each).
+            conn.send_packed_command(
+                [b"".join(packed for packed, _script in commands)], check_health=False
+            )
             replies = [_read(conn) for _command in commands]
             for n, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError):

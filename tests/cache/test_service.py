@@ -229,3 +229,16 @@ def test_purge_makes_a_namespace_unreachable_and_frees_it(redis_raw):
     cache_get_or_set("document_content", key=1, compute=lambda: calls.append(3))
     cache_get_or_set("retrieval", key=1, compute=lambda: calls.append(4))
     assert calls == [1, 2, 3]
+
+
+def test_memoised_counter_and_stats_keys_follow_a_changed_key_prefix(settings):
+    from openspark.core.cache.keys import global_version_key, key_part, stats_key
+
+    before = stats_key("retrieval"), global_version_key()
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": "elsewhere"}}
+    after = stats_key("retrieval"), global_version_key()
+    assert after != before and all("elsewhere" in key for key in after)
+    # Readable keys stay readable; whitespace, "|" or ":" inside a part gets a digest.
+    assert key_part(("user", 42)) == "user:42"
+    assert key_part("a b").startswith("#") and key_part("a|b").startswith("#")
+    assert key_part("a\u3000b").startswith("#")  # ideographic space

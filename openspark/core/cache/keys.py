@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 
 from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 Scope = str | tuple
 
@@ -44,6 +47,27 @@ def _make(raw: str) -> str:
     return str(caches["default"].make_key(raw))
 
 
+# Counters, stats and hot-set keys depend only on the settings and a namespace, and every
+# cached read needs them: made once per process (forgotten when CACHES changes, as in tests).
+_fixed: dict[str, str] = {}
+
+
+def _make_fixed(raw: str) -> str:
+    made = _fixed.get(raw)
+    if made is None:
+        made = _fixed[raw] = _make(raw)
+    return made
+
+
+@receiver(setting_changed)
+def _forget_fixed(*, setting: str, **_kwargs) -> None:
+    if setting == "CACHES":
+        _fixed.clear()
+
+
+_UNREADABLE = re.compile(r"[\s|:]")  # \s is str.isspace() for str patterns
+
+
 def scope_name(scope: Scope) -> str:
     """("user", 42) → "user:42"; a string is taken as it is."""
     if isinstance(scope, str):
@@ -65,7 +89,7 @@ def key_part(key) -> str:
     parts = list(key) if isinstance(key, (tuple, list)) else [key]
     text = ":".join(str(part) for part in parts)
     readable = len(text) <= _MAX_READABLE and not any(
-        ch.isspace() or ch in "|:" for part in parts for ch in str(part)
+        _UNREADABLE.search(str(part)) for part in parts
     )
     if readable:
         return text
@@ -80,8 +104,8 @@ def value_base_key(namespace: str, key) -> str:
 def version_keys(namespace: str, scopes: Iterable[str]) -> list[str]:
     """The counters a value's key embeds: everything, its namespace, then its scopes."""
     return [
-        _make("v#g"),
-        _make(f"v#ns:{namespace}"),
+        _make_fixed("v#g"),
+        _make_fixed(f"v#ns:{namespace}"),
         *(_make(f"v:{scope}") for scope in scopes),
     ]
 
@@ -91,19 +115,19 @@ def scope_version_key(scope: str) -> str:
 
 
 def global_version_key() -> str:
-    return _make("v#g")
+    return _make_fixed("v#g")
 
 
 def namespace_version_key(namespace: str) -> str:
-    return _make(f"v#ns:{namespace}")
+    return _make_fixed(f"v#ns:{namespace}")
 
 
 def stats_key(namespace: str) -> str:
-    return _make(f"s:{namespace}")
+    return _make_fixed(f"s:{namespace}")
 
 
 def hot_key(namespace: str) -> str:
-    return _make(f"h:{namespace}")
+    return _make_fixed(f"h:{namespace}")
 
 
 def login_warm_keys() -> tuple[str, str]:
