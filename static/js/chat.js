@@ -9,6 +9,7 @@ const FINISHED = new Set(["completed", "failed", "stopped"]);
 
 const state = {
   conversations: [],
+  renamingId: null, // a title being edited: the list is not redrawn under it
   currentId: null,
   messages: new Map(), // id -> message (REST shape)
   order: [], // message ids in display order
@@ -36,6 +37,9 @@ async function loadConversations() {
 }
 
 function renderConversationList() {
+  // Redrawing would drop the input and the edit (a title or reply event can arrive at any
+  // moment); the list is redrawn when the edit ends.
+  if (state.renamingId !== null) return;
   const list = $("#conv-list");
   const query = $("#conv-search").value.trim().toLowerCase();
   const items = state.conversations.filter((c) => !query || (c.title || "").toLowerCase().includes(query));
@@ -65,8 +69,12 @@ function renderConversationList() {
 function startRename(conversation) {
   const item = document.querySelector(`li[data-conversation-id="${conversation.id}"]`);
   const input = el("input", { class: "rename-input", value: conversation.title || "", maxlength: "200", "aria-label": t("newTitle", "New title") });
+  let finished = false;
   const finish = async (save) => {
-    if (save && input.value.trim() && input.value.trim() !== conversation.title) {
+    if (finished) return; // Enter, then the blur of the removed input
+    finished = true;
+    const current = state.conversations.find((c) => c.id === conversation.id) || conversation;
+    if (save && input.value.trim() && input.value.trim() !== current.title) {
       try {
         const updated = await api(`conversations/${conversation.id}/`, { method: "PATCH", body: { title: input.value.trim() } });
         upsertConversation(updated);
@@ -74,6 +82,7 @@ function startRename(conversation) {
         showBanner("error", err.message);
       }
     }
+    state.renamingId = null;
     renderConversationList();
   };
   input.addEventListener("keydown", (event) => {
@@ -82,6 +91,7 @@ function startRename(conversation) {
   });
   input.addEventListener("blur", () => finish(true), { once: true });
   item.replaceChildren(input);
+  state.renamingId = conversation.id;
   input.focus();
   input.select();
 }

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conversations.models import Conversation, Message
+from conversations.services import conversation_update
 from openspark.llm.testserver import FIXED_SENTENCE
 from tests.conftest import PASSWORD
 from tests.ui.conftest import axe_violations, login, screenshot
@@ -116,6 +117,10 @@ def test_rename_and_delete_a_conversation(chat_page, user):
     item = chat_page.locator(f'li[data-conversation-id="{conversation.id}"]')
     item.hover()
     item.locator("button.rename").click()
+    # An update arriving mid-edit (here: the title changed in another tab) must not redraw
+    # the list under the input.
+    conversation_update(user=user, conversation_id=conversation.id, title="From elsewhere")
+    expect(chat_page.locator("#conv-title")).to_have_text("From elsewhere")
     chat_page.fill(".rename-input", "Renamed chat")
     chat_page.press(".rename-input", "Enter")
     expect(item.locator(".conv-link")).to_have_text("Renamed chat")
