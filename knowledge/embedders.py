@@ -48,6 +48,8 @@ class LocalMiniLMEmbedder(EmbeddingProvider):
             raise ImproperlyConfigured(
                 "KNOWLEDGE_LOCAL_EMBED_PRECISION must be auto, fp32 or bf16."
             )
+        if not 1 <= max_tokens <= 512:  # the model's position table has 512 entries
+            raise ImproperlyConfigured("KNOWLEDGE_LOCAL_EMBED_MAX_TOKENS must be 1 to 512.")
         self.max_batch = batch_size
         # The model was trained on 128 word pieces; its package says 256. 128 measured as good
         # or better on our question sets and up to 1.4x faster (docs/performance.md).

@@ -46,9 +46,12 @@ def test_auto_precision_follows_the_cpu(monkeypatch, avx512_bf16, amx, expected)
     assert _pick_precision("fp32") == "fp32"
 
 
-def test_unknown_precision_is_a_configuration_error():
+def test_unknown_precision_or_token_limit_is_a_configuration_error():
     with pytest.raises(ImproperlyConfigured):
         LocalMiniLMEmbedder(precision="fp16")
+    for tokens in (0, 513):
+        with pytest.raises(ImproperlyConfigured):
+            LocalMiniLMEmbedder(max_tokens=tokens)
 
 
 def test_lanes_keep_input_order_and_match_one_lane():
