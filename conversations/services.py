@@ -162,22 +162,16 @@ def _reply_enqueue(
                 event=message_created_event(message=question, reply=reply, client_id=client_id),
             )
         )
-    return reply, _reply_task_enqueue(reply=reply, user=user, stored=True)
+    return reply, _reply_task_enqueue(reply=reply, user=user)
 
 
-def _reply_task_enqueue(*, reply: Message, user, stored: bool = False) -> str:
-    """Queue the reply's task; `stored`: reply.task_id is already the new id in the database."""
+def _reply_task_enqueue(*, reply: Message, user) -> str:
+    """Queue the reply's task under the new task id already saved on the reply."""
     from .tasks import generate_ai_response
 
     queue = _setting("CHAT_TASK_QUEUE", "")
     task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
-    task_id = task_enqueue(
-        task=task, args=[reply.id], user=user, task_id=reply.task_id if stored else None
-    )
-    if not stored:
-        reply.task_id = task_id
-        reply.save(update_fields=["task_id"])
-    return task_id
+    return task_enqueue(task=task, args=[reply.id], user=user, task_id=reply.task_id)
 
 
 def replies_sweep(*, now=None) -> dict[str, int]:
@@ -195,6 +189,8 @@ def replies_sweep(*, now=None) -> dict[str, int]:
         if realtime.reply_lease_held(message_id=reply.id):
             continue
         with transaction.atomic():
+            reply.task_id = task_id_new()  # GET tasks/{id}/ follows the re-queued task
+            reply.save(update_fields=["task_id"])
             _reply_task_enqueue(reply=reply, user=reply.conversation.owner)
         requeued += 1
     stale_streaming = assistant.filter(status=Message.Status.STREAMING, updated_at__lt=quiet_before)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from django.conf import settings
+from django.db.models.functions import Substr
 
 from openspark.llm.base import contains_cjk
 
@@ -204,8 +205,13 @@ def _mostly_chinese(dense, sparse) -> bool:
     """Whether most candidate passages are Chinese (one query; only asked for a Latin query
     and an embedder that cannot read Chinese)."""
     candidates = {chunk_id for chunk_id, _ in dense} | {chunk_id for chunk_id, _ in sparse}
-    texts = Chunk.objects.filter(id__in=candidates).values_list("text", flat=True)
-    return 2 * sum(1 for text in texts if contains_cjk(text[:200])) > len(candidates)
+    # Only the openings are read: a passage's first 200 characters tell its language.
+    heads = (
+        Chunk.objects.filter(id__in=candidates)
+        .annotate(head=Substr("text", 1, 200))
+        .values_list("head", flat=True)
+    )
+    return 2 * sum(1 for head in heads if contains_cjk(head)) > len(candidates)
 
 
 def _hydrate(ranked, *, kb_ids: list[int], top_k: int) -> list[Hit]:

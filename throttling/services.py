@@ -166,6 +166,11 @@ class _ApiKeyCache:
 api_key_cache = _ApiKeyCache()
 
 
+def _bearer_key(request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
 def identity_resolve(request, *, user=None) -> Identity:
     """Who is asking, cheaply and before authentication runs: a valid API key or session
     user, else nobody (the IP layer). A bad API key counts as nobody, so failed-auth traffic
@@ -175,9 +180,9 @@ def identity_resolve(request, *, user=None) -> Identity:
         # DRF's test client (force_authenticate) puts the user here, ahead of the middleware.
         user = getattr(request, "_force_auth_user", None)
     if user is None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if header[:7].lower() == "bearer ":
-            user_id, plan_id = api_key_cache.get(header[7:].strip())
+        raw_key = _bearer_key(request)
+        if raw_key is not None:
+            user_id, plan_id = api_key_cache.get(raw_key)
             return Identity(user_id, plan_id, ip)
         user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
@@ -282,14 +287,12 @@ def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS, user=
     """The request's check. A request with an API key also reads the key's cached row in the
     same round trip and leaves it for authentication (`request.api_key_prefetch`)."""
     also = None
-    if user is None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if header[:7].lower() == "bearer ":
-            from accounts.authentication import api_key_prefetch
+    raw_key = _bearer_key(request) if user is None else None
+    if raw_key is not None:
+        from accounts.authentication import api_key_prefetch
 
-            raw_key = header[7:].strip()
-            also = api_key_prefetch(raw_key)
-            request.api_key_prefetch = (raw_key, also)
+        also = api_key_prefetch(raw_key)
+        request.api_key_prefetch = (raw_key, also)
     return limiter_check(
         identity=identity_resolve(request, user=user), path=request.path, layers=layers, also=also
     )

@@ -75,13 +75,26 @@ def _lookup(
     hot: str | None,
 ) -> _Lookup:
     started = time.perf_counter()
-    hit, key, payload, versions = backend.run(
-        backend.READ,
-        [*vkeys, stats_key(namespace), hot_key(namespace)],
-        [base, len(vkeys), int(count), lock_ms, token, hot or "", backend.VERSION_TTL],
+    reply = backend.run(
+        backend.READ, *_read_call(namespace, base, vkeys, count, lock_ms, token, hot)
     )
     if count:
         stats.record_latency(namespace, time.perf_counter() - started)
+    return _lookup_from(reply)
+
+
+def _read_call(
+    namespace: str, base: str, vkeys: list[str], count: bool, lock_ms: int, token: str, hot
+) -> tuple[list, list]:
+    """KEYS and ARGV of the READ script."""
+    return (
+        [*vkeys, stats_key(namespace), hot_key(namespace)],
+        [base, len(vkeys), int(count), lock_ms, token, hot or "", backend.VERSION_TTL],
+    )
+
+
+def _lookup_from(reply) -> _Lookup:
+    hit, key, payload, versions = reply
     return _Lookup(
         hit=bool(hit),
         key=key.decode(),
@@ -233,8 +246,7 @@ def cache_value_prefetch(
         return None
     ns = namespace_get(namespace)
     vkeys = version_keys(ns.name, scopes_normalize(scopes))
-    keys = [*vkeys, stats_key(ns.name), hot_key(ns.name)]
-    args = [value_base_key(ns.name, key), len(vkeys), 1, 0, "", "", backend.VERSION_TTL]
+    keys, args = _read_call(ns.name, value_base_key(ns.name, key), vkeys, True, 0, "", None)
     return Prefetch(backend.location(), backend.pack(backend.READ, keys, args), backend.READ)
 
 
@@ -244,8 +256,8 @@ def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object]:
     script, as for any read."""
     if prefetch is None or prefetch.reply is NOT_SENT or isinstance(prefetch.reply, Exception):
         return False, None
-    hit, _key, payload, _versions = prefetch.reply
-    return True, (loads(payload) if hit else None)
+    found = _lookup_from(prefetch.reply)
+    return True, (loads(found.value) if found.hit else None)
 
 
 def cache_value_set(namespace: str, *, key, value, scopes: Scope | Iterable[Scope] = ()) -> None:
