@@ -123,6 +123,13 @@ class Stack:
                 service.process.wait(5)
 
 
+def _ignore_stop_signals() -> None:
+    # A second Ctrl-C (or one SIGINT delivered twice) must not abort the orderly stop
+    # halfway; stop() kills whatever has not exited within 15 s anyway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main() -> int:
     var_dir = Path(os.environ.get("OPENSPARK_VAR_DIR", ROOT / "var")).resolve()
     host = os.environ.get("HOST", "127.0.0.1")
@@ -150,12 +157,14 @@ def main() -> int:
             stack.check_children()
             time.sleep(1)
     except KeyboardInterrupt:
+        _ignore_stop_signals()
         _log("stopping…")
         return 0
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         _log(f"error: {exc}")
         return 1
     finally:
+        _ignore_stop_signals()
         stack.stop()
         _log("stopped")
 

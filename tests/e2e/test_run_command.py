@@ -86,6 +86,12 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     finally:
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.send_signal(signal.SIGINT)
+        # Ctrl-C pressed twice: the second arrives while the stack is stopping.
+        deadline = time.monotonic() + 10
+        while "stopping" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
         proc.wait(60)
         _gone, alive = psutil.wait_procs(children, timeout=20)
         for leftover in alive:
@@ -93,6 +99,7 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     assert proc.returncode == 0, log_path.read_text()[-2000:]
     assert not alive, f"processes left behind: {alive}"
     assert "stopped" in log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
 
     # A second run reuses the data: no new demo passwords are printed.
     second = subprocess.run(
