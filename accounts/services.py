@@ -40,8 +40,10 @@ def api_key_create(*, user, name: str, expires_at: dt.datetime | None = None) ->
 
 
 def api_key_revoke(*, user, key_id: int) -> None:
-    updated = ApiKey.objects.filter(id=key_id, user=user, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    if not updated and not ApiKey.objects.filter(id=key_id, user=user).exists():
+    key = ApiKey.objects.filter(id=key_id, user=user).first()
+    if key is None:
         raise NotFound("No API key with this id.")
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        # save(), not update(): its signal drops the key's cached authentication at once.
+        key.save(update_fields=["revoked_at"])

@@ -177,14 +177,14 @@ def test_the_key_row_is_read_in_the_limiters_round_trip(user, settings, monkeypa
     client = _bearer(raw_key)
     assert client.get("/api/v1/me/").status_code == 200  # the row is cached now
     plain_reads, pairs = [], []
-    real_get, real_pair = authentication.cache_value_get, limiter._backend.evalsha_pair
+    real_get, real_pair = authentication.cache_value_get, limiter._backend.evalsha_with
     monkeypatch.setattr(
         authentication,
         "cache_value_get",
         lambda *a, **kw: plain_reads.append(kw) or real_get(*a, **kw),
     )
     monkeypatch.setattr(
-        limiter._backend, "evalsha_pair", lambda *a: pairs.append(a) or real_pair(*a)
+        limiter._backend, "evalsha_with", lambda *a: pairs.append(a) or real_pair(*a)
     )
     response = client.get("/api/v1/me/")
     assert response.status_code == 200 and response.json()["username"] == user.username
@@ -193,3 +193,16 @@ def test_the_key_row_is_read_in_the_limiters_round_trip(user, settings, monkeypa
         assert len(pairs) == 1 and plain_reads == []  # one round trip for both
     else:
         assert pairs == [] and len(plain_reads) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoking_a_key_whose_row_is_cached_and_freshly_used_refuses_it_at_once(user):
+    from accounts.services import api_key_create, api_key_revoke
+
+    key, raw_key = api_key_create(user=user, name="k")
+    client = _bearer(raw_key)
+    assert client.get("/api/v1/me/").status_code == 200  # last use written, row cached
+    assert client.get("/api/v1/me/").status_code == 200  # answered from the cached row
+    api_key_revoke(user=user, key_id=key.pk)
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 401, response.content
