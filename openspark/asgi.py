@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (origin-checked,
-session-authenticated)."""
+"""ASGI entry point: HTTP through the edge (cached API responses, openspark/edge.py) and
+Django, websockets through Channels (origin-checked, session-authenticated)."""
 
 import os
 
@@ -14,10 +14,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from openspark.edge import EdgeApp  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": EdgeApp(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -124,15 +124,14 @@ class _Backend:
         """`packed`: an EVALSHA of the limiter script in RESP (see `_pack`)."""
         return self._script.evalsha(url, packed, _SCRIPT)
 
-    def evalsha_pair(self, url: str, packed: bytes, other: bytes, other_script: str):
-        """The limiter's call and another script's, pipelined: (limiter reply, other reply);
-        the other's script error is returned, the limiter's raised."""
-        reply, other_reply = self._script.evalsha_many(
-            url, ((packed, _SCRIPT), (other, other_script))
-        )
+    def evalsha_with(self, url: str, packed: bytes, others):
+        """The limiter's call and other scripts' calls (`(packed, script)` pairs), pipelined:
+        (limiter reply, other replies); the others' script errors are returned, the
+        limiter's raised."""
+        reply, *other_replies = self._script.evalsha_many(url, ((packed, _SCRIPT), *others))
         if isinstance(reply, redis.exceptions.ResponseError):
             raise reply
-        return reply, other_reply
+        return reply, other_replies
 
 
 _backend = _Backend()
@@ -414,15 +413,15 @@ def _pack(prefix: str, rules: list[Rule], peek: bool) -> bytes:
 
 
 def limiter_consume(
-    *, rules: list[Rule], who: str = "", peek: bool = False, also=None
+    *, rules: list[Rule], who: str = "", peek: bool = False, also=()
 ) -> LimitDecision:
     """Check `rules` together; consume one unit from each only if every enforcing rule admits
     (shadow rules are counted but never refuse). `peek` reads without consuming (and is not
     counted in the stats). `who` is counted in the top-limited set when refused.
 
-    `also`: another script call (`url`, `packed`, `script`; e.g. the cache's Prefetch) sent in
-    the same round trip when it goes to the same Redis; its raw reply is put in `also.reply`
-    (left alone when it could not be sent)."""
+    `also`: other script calls (each with `url`, `packed`, `script`, e.g. the cache's
+    Prefetch) sent in the same round trip when they go to the same Redis; each raw reply is
+    put in its `reply` (left alone when it could not be sent)."""
     if not rules:
         return ALLOWED
     if health.down_until and health.is_down():
@@ -432,8 +431,13 @@ def limiter_consume(
     packed = _pack(prefix, rules, peek)
     started = time.perf_counter()
     try:
-        if also is not None and also.url == url:
-            reply, also.reply = _backend.evalsha_pair(url, packed, also.packed, also.script)
+        riders = [other for other in also if other.url == url]
+        if riders:
+            reply, replies = _backend.evalsha_with(
+                url, packed, [(other.packed, other.script) for other in riders]
+            )
+            for other, other_reply in zip(riders, replies, strict=True):
+                other.reply = other_reply
         else:
             reply = _backend.evalsha(url, packed)
     except redis.exceptions.RedisError as error:

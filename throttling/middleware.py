@@ -19,7 +19,8 @@ API_PREFIX = "/api/v1/"
 
 
 @lru_cache(maxsize=1024)
-def _layers_for(view_class) -> frozenset[str]:
+def view_layers(view_class) -> frozenset[str]:
+    """The layers a view class's throttle classes name (memoised: checked per request)."""
     return layers_for_view_class(view_class)
 
 
@@ -58,13 +59,16 @@ class RateLimitMiddleware:
     def process_view(self, request, view_func, view_args, view_kwargs):
         if not request.path.startswith(API_PREFIX):
             return None
-        view_class = getattr(view_func, "cls", None)
-        layers = _layers_for(view_class) if view_class is not None else _default_layers()
-        if not layers:
-            request.limiter_decision = ALLOWED
-            return None
-        decision = limiter_check_request(request=request, layers=layers)
-        request.limiter_decision = decision
+        decision = getattr(request, "limiter_decision", None)
+        if decision is None:
+            view_class = getattr(view_func, "cls", None)
+            layers = view_layers(view_class) if view_class is not None else _default_layers()
+            if not layers:
+                request.limiter_decision = ALLOWED
+                return None
+            decision = limiter_check_request(request=request, layers=layers)
+            request.limiter_decision = decision
+        # else: the edge (openspark/edge.py) made this request's check before handing it on.
         if not decision.allowed:
             return decision_response(decision)
         return None

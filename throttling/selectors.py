@@ -128,6 +128,11 @@ class _ConfigCache:
                 self._expires = time.monotonic() + settings.THROTTLE_CONFIG_TTL
             return self._config
 
+    def peek(self) -> LimiterConfig | None:
+        """The snapshot if it is still fresh, without loading one (for the event loop)."""
+        config = self._config
+        return config if config is not None and time.monotonic() < self._expires else None
+
     def clear(self) -> None:
         self._expires = 0.0
 
@@ -137,6 +142,10 @@ _config_cache = _ConfigCache()
 
 def limiter_config_get() -> LimiterConfig:
     return _config_cache.get()
+
+
+def limiter_config_peek() -> LimiterConfig | None:
+    return _config_cache.peek()
 
 
 def limiter_config_invalidate() -> None:

@@ -3,6 +3,7 @@ chat websocket consumer, plus the monthly token quota and limiter alerts."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import logging
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -159,6 +161,15 @@ class _ApiKeyCache:
         self._entries[digest] = (now + self.TTL, user_id, plan_id)
         return user_id, plan_id
 
+    def peek(self, raw_key: str) -> tuple[int | None, int | None] | None:
+        """What `get` would answer without looking anything up; None when not known."""
+        from accounts.keys import api_key_hash
+
+        entry = self._entries.get(api_key_hash(raw_key))
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1], entry[2]
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -270,11 +281,17 @@ BLOCKED = LimitDecision(allowed=False, layer="blocked", code="blocked")
 
 
 def limiter_check(
-    *, identity: Identity, path: str, layers: frozenset[str], also=None
+    *,
+    identity: Identity,
+    path: str,
+    layers: frozenset[str],
+    also=(),
+    config: LimiterConfig | None = None,
 ) -> LimitDecision:
     """Check and consume every applicable layer in one Redis round trip, all-or-nothing.
-    `also`: a read to send in the same round trip (see `limiter_consume`)."""
-    config = limiter_config_get()
+    `also`: reads to send in the same round trip (see `limiter_consume`). `config`: a
+    snapshot the caller already holds (code on the event loop cannot load one)."""
+    config = config or limiter_config_get()
     rules = limiter_rules_build(config=config, identity=identity, path=path, layers=layers)
     if rules is None:
         return BLOCKED
@@ -286,13 +303,14 @@ def limiter_check(
 def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS, user=None):
     """The request's check. A request with an API key also reads the key's cached row in the
     same round trip and leaves it for authentication (`request.api_key_prefetch`)."""
-    also = None
+    also = ()
     raw_key = _bearer_key(request) if user is None else None
     if raw_key is not None:
         from accounts.authentication import api_key_prefetch
 
-        also = api_key_prefetch(raw_key)
-        request.api_key_prefetch = (raw_key, also)
+        prefetch = api_key_prefetch(raw_key)
+        request.api_key_prefetch = (raw_key, prefetch)
+        also = (prefetch,) if prefetch is not None else ()
     return limiter_check(
         identity=identity_resolve(request, user=user), path=request.path, layers=layers, also=also
     )
@@ -434,16 +452,34 @@ def alert_raise(*, kind: str, message: str, details: dict | None = None) -> None
         _alerts_raised[kind] = now
     logger.warning("Rate limiter alert %s: %s %s", kind, message, details or {})
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _alert_record(kind, message, details or {}, window)
+        return
+    # On the event loop (the edge, openspark/edge.py) the ORM may not run: record it from a
+    # short-lived thread (alerts are rare and de-duplicated above).
+    threading.Thread(
+        target=_alert_record_in_thread, args=(kind, message, details or {}, window), daemon=True
+    ).start()
+
+
+def _alert_record(kind: str, message: str, details: dict, window: float) -> None:
+    try:
         moment = timezone.now()
         updated = Alert.objects.filter(
             kind=kind, acknowledged=False, last_seen__gte=moment - dt.timedelta(seconds=window)
-        ).update(count=F("count") + 1, last_seen=moment, details=details or {})
+        ).update(count=F("count") + 1, last_seen=moment, details=details)
         if not updated:
-            Alert.objects.create(
-                kind=kind, message=message, details=details or {}, last_seen=moment
-            )
+            Alert.objects.create(kind=kind, message=message, details=details, last_seen=moment)
     except Exception:  # the database may be the thing that is down
         logger.exception("Could not record rate limiter alert %s", kind)
+
+
+def _alert_record_in_thread(*args) -> None:
+    try:
+        _alert_record(*args)
+    finally:
+        connections.close_all()
 
 
 def alerts_reset_dedup() -> None:

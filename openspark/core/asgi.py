@@ -28,6 +28,10 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.db import connections
 
+# An ASGI scope key: attributes the Django request is given (the edge, openspark/edge.py,
+# hands on what it already did for the request: the limiter's check, the API key's read).
+REQUEST_ATTRS = "openspark.request_attrs"
+
 
 class _ExecutorPool:
     """Single-thread executors, lent one per request; at most `keep` are kept idle."""
@@ -68,6 +72,8 @@ class PooledASGIHandler(ASGIHandler):
             self._pool.release(executor)
 
     async def get_response_async(self, request):
+        for name, value in request.scope.get(REQUEST_ATTRS, {}).items():
+            setattr(request, name, value)
         # The whole sync middleware chain and the view in one hop to the request's thread.
         return await self._get_response_in_thread(request)
 

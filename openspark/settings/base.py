@@ -363,6 +363,8 @@ THROTTLE_ALERT_DENY_RATIO = env.float("THROTTLE_ALERT_DENY_RATIO", default=0.5)
 # Read lazily by openspark.core.cache. TTLs are the plan's numbers (seconds); each can be
 # overridden with CACHE_TTL_<NAMESPACE>. `rate_limit` documents the limiter's own window keys.
 CACHE_ENABLED = env.bool("CACHE_ENABLED", default=True)
+# Replay kept API responses ahead of Django (openspark/edge.py); needs CACHE_ENABLED.
+CACHE_EDGE_ENABLED = env.bool("CACHE_EDGE_ENABLED", default=True)
 CACHE_TTLS = {
     namespace: env.int(f"CACHE_TTL_{namespace.upper()}", default=seconds)
     for namespace, seconds in {

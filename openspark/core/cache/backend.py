@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
@@ -109,7 +110,55 @@ return #KEYS
 """
 )
 
-_SHAS = {src: script_sha(src) for src in (READ, STORE, RELEASE, BUMP)}
+# Whole responses replayed ahead of Django (edge.py). An entry is a hash: `v` the versions its
+# reads saw, `k` their counters' keys (newline-separated), `s` its namespace's stats key, `n`
+# the namespace, `h` the response headers, `b` the body.
+# KEYS[1]: the entry. ARGV[1]: count a hit (1/0). Returns {1, headers, body, namespace} while
+# every counter still holds the value its reads saw, else {0}; a miss is not counted here (the
+# view's own read counts it).
+EDGE_READ = """
+local e = redis.call('HMGET', KEYS[1], 'v', 'k', 's', 'n', 'h', 'b')
+if not e[1] then return {0} end
+local parts = {}
+local i = 0
+for k in string.gmatch(e[2], '[^\\n]+') do
+  i = i + 1
+  parts[i] = redis.call('GET', k) or ''
+end
+if table.concat(parts, '.') ~= e[1] then return {0} end
+if ARGV[1] == '1' then redis.call('HINCRBY', e[3], 'hits', 1) end
+return {1, e[5], e[6], e[4]}
+"""
+
+# KEYS: n counters. ARGV: n, the versions the response's reads saw, entry key, ttl, stats key,
+# namespace, headers, body. Stores only if no counter moved since those reads (as STORE).
+EDGE_STORE = """
+local n = tonumber(ARGV[1])
+local parts = {}
+for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
+if table.concat(parts, '.') ~= ARGV[2] then return 0 end
+redis.call('HSET', ARGV[3], 'v', ARGV[2], 'k', table.concat(KEYS, '\\n'), 's', ARGV[5],
+  'n', ARGV[6], 'h', ARGV[7], 'b', ARGV[8])
+redis.call('EXPIRE', ARGV[3], ARGV[4])
+return 1
+"""
+
+_SHAS = {src: script_sha(src) for src in (READ, STORE, RELEASE, BUMP, EDGE_READ, EDGE_STORE)}
+
+
+NOT_SENT = object()
+
+
+@dataclass(slots=True)
+class Prefetch:
+    """A script call packed for another module's round trip: the rate limiter pipelines the
+    API key's cached-row read (and the edge's entry read) with its own check. Whoever sends
+    it on a connection to `url` puts the raw reply in `reply`."""
+
+    url: str
+    packed: bytes
+    script: str
+    reply: object = NOT_SENT
 
 
 class Unavailable(Exception):

@@ -4,6 +4,7 @@
 Layout (after the prefix):
     c:<namespace>:<key>|<global>.<namespace>.<scope versions…>   a cached value
     c:…|….lock                                                     its compute lock
+    e:<digest>  (hash)                                             a response kept for replay
     v#g, v#ns:<namespace>, v:<scope>                               version counters
     s:<namespace>  (hash), h:<namespace>  (sorted set)             stats, hot members
 """
@@ -108,6 +109,12 @@ def version_keys(namespace: str, scopes: Iterable[str]) -> list[str]:
         _make_fixed(f"v#ns:{namespace}"),
         *(_make(f"v:{scope}") for scope in scopes),
     ]
+
+
+def edge_key(digest: str) -> str:
+    """A whole response kept for replay (edge.py); not under c:<namespace> because the edge
+    reads it before it knows which view (and namespace) the request is for."""
+    return _make(f"e:{digest}")
 
 
 def scope_version_key(scope: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from .edge import edge_allow
 from .keys import Scope
 from .service import cache_get_or_set
 
@@ -40,6 +41,8 @@ def cached_page_response(
         }
 
     data = cache_get_or_set(namespace, key=(*key, page, page_size), compute=compute, scopes=scopes)
+    # The response is this read plus the request's own URL: it may be replayed (edge.py).
+    edge_allow()
     url = request.build_absolute_uri()
     number, param = data["number"], paginator.page_query_param
     next_link = replace_query_param(url, param, number + 1) if number < data["num_pages"] else None

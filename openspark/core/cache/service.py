@@ -17,6 +17,8 @@ from typing import TypeVar
 from django.conf import settings
 
 from . import backend, stats
+from .backend import NOT_SENT, Prefetch
+from .edge import edge_read_noted
 from .keys import (
     Scope,
     hot_key,
@@ -136,9 +138,17 @@ def cache_get_or_set(
     Redis is unavailable. The value returned is always the decoded cached form, so a hit and
     a miss give identical types (tuples become lists)."""
     if not cache_enabled():
+        edge_read_noted(namespace, [], None)
         return compute()
     ns = namespace_get(namespace)
     vkeys = version_keys(ns.name, scopes_normalize(scopes))
+    value, versions = _get_or_set(ns, key, compute, vkeys, hot)
+    edge_read_noted(ns.name, vkeys, versions)
+    return value
+
+
+def _get_or_set(ns, key, compute: Callable[[], T], vkeys: list[str], hot) -> tuple[T, str | None]:
+    """(value, the versions it is valid for; None when it came from around the cache)."""
     base = value_base_key(ns.name, key)
     token = secrets.token_hex(8)
     lock_ms = int(settings.CACHE_LOCK_TIMEOUT * 1000)
@@ -157,7 +167,7 @@ def cache_get_or_set(
         )
     except backend.Unavailable:
         stats.record(ns.name, "errors")
-        return compute()
+        return compute(), None
     finally:
         stats.flush()
 
@@ -171,16 +181,17 @@ def cache_get_or_set(
             except Exception:  # a value written by an incompatible release: recompute
                 logger.exception("Cache: undecodable value under %s", found.key)
                 stats.record(ns.name, "errors")
-                return compute()
+                return compute(), None
             if waited:
                 stats.record(ns.name, "coalesced")
-            return value
+            return value, found.versions
         if found.locked:
-            return _compute_and_store(ns.name, found, vkeys, compute, ns.ttl, token)
+            value = _compute_and_store(ns.name, found, vkeys, compute, ns.ttl, token)
+            return value, found.versions
         if time.monotonic() > deadline:
             # The computing process is stuck or died holding a lock that has not expired yet.
             stats.record(ns.name, "lock_timeouts")
-            return compute()
+            return compute(), None
         time.sleep(delay)
         delay = min(delay * 2, _WAIT_MAX)
         waited = True
@@ -190,7 +201,7 @@ def cache_get_or_set(
             )
         except backend.Unavailable:
             stats.record(ns.name, "errors")
-            return compute()
+            return compute(), None
 
 
 def _compute_and_store(
@@ -221,21 +232,6 @@ def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
     finally:
         stats.flush()
     return loads(found.value) if found.hit else None
-
-
-NOT_SENT = object()
-
-
-@dataclass(slots=True)
-class Prefetch:
-    """A plain read (as `cache_value_get`) packed for another module's round trip: the rate
-    limiter pipelines the API key's read with its own check on every API request. Whoever
-    sends it on a connection to `url` puts the raw reply in `reply`."""
-
-    url: str
-    packed: bytes
-    script: str
-    reply: object = NOT_SENT
 
 
 def cache_value_prefetch(

@@ -1,0 +1,135 @@
+"""Whole API responses kept for replay ahead of Django (`openspark/edge.py` serves them).
+
+A response is kept only when its view said it may be (`edge_allow()`) and every cached read it
+was built from was versioned: the entry records the version counters those reads saw, and the
+read script replays it only while every one of them still holds that value. So a write that
+invalidates any of the reads invalidates the entry too, at the same moment and by the same
+bump; nothing is ever scanned or deleted to invalidate it. The entry's key is the caller's
+credential and everything of the request that can change the response (path, query, host,
+scheme, Accept, Accept-Language), so an entry is only ever replayed to the caller it was made
+for, for the same request.
+
+Collection: the edge puts an `EdgeEntry` in a context variable for the request; the cache
+service notes each read's counters in it (`edge_read_noted`); after the response is sent the
+edge stores it (`edge_store`) if the view allowed it, no read went around the cache, and the
+response is a plain 200."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from dataclasses import dataclass, field
+
+import msgpack
+
+from . import backend
+from .backend import Prefetch
+from .keys import edge_key, stats_key
+from .namespaces import namespace_get
+
+
+@dataclass(slots=True)
+class EdgeEntry:
+    key: str
+    allowed: bool = False
+    # A read answered without versions (cache off, Redis down, a value that would not decode):
+    # what the response holds cannot be tied to counters, so it is not kept.
+    spoiled: bool = False
+    counters: dict[str, str] = field(default_factory=dict)  # counter key → value seen
+    namespace: str | None = None  # the first read's: where hits are counted
+    ttl: int | None = None  # the shortest of the reads' namespaces' TTLs
+
+    def keepable(self) -> bool:
+        return self.allowed and not self.spoiled and bool(self.counters)
+
+
+_current: contextvars.ContextVar[EdgeEntry | None] = contextvars.ContextVar(
+    "cache_edge_entry", default=None
+)
+
+
+def edge_collect(entry: EdgeEntry) -> contextvars.Token:
+    """Make `entry` collect the cache reads of the request run in this context (asgiref
+    copies the context into the thread that runs Django for it)."""
+    return _current.set(entry)
+
+
+def edge_allow(*, ttl: int | None = None) -> None:
+    """Called by a view whose response is fully determined by its cached reads and the
+    request's key: it may be replayed while those reads stay valid. `ttl` caps how long."""
+    entry = _current.get()
+    if entry is not None:
+        entry.allowed = True
+        if ttl is not None:
+            entry.ttl = ttl if entry.ttl is None else min(entry.ttl, ttl)
+
+
+def edge_read_noted(namespace: str, vkeys: list[str], versions: str | None) -> None:
+    """The cache service's note of one read: its counters and the values it saw (None: the
+    read did not go through versioned keys)."""
+    entry = _current.get()
+    if entry is None:
+        return
+    if versions is None:
+        entry.spoiled = True
+        return
+    values = versions.split(".")
+    if len(values) != len(vkeys):
+        entry.spoiled = True
+        return
+    for vkey, value in zip(vkeys, values, strict=True):
+        # Two reads that saw one counter at different values straddled a write.
+        if entry.counters.setdefault(vkey, value) != value:
+            entry.spoiled = True
+    ttl = namespace_get(namespace).ttl
+    entry.ttl = ttl if entry.ttl is None else min(entry.ttl, ttl)
+    if entry.namespace is None:
+        entry.namespace = namespace
+
+
+def edge_entry_key(credential: str, shape: bytes) -> str:
+    digest = hashlib.blake2b(shape, digest_size=16, key=credential.encode()[:64]).hexdigest()
+    return edge_key(digest)
+
+
+def edge_read_prefetch(entry_key: str, *, count: bool = True) -> Prefetch | None:
+    """The entry's read, packed to ride another module's round trip (the limiter's)."""
+    if not backend.healthy():
+        return None
+    packed = backend.pack(backend.EDGE_READ, [entry_key], [int(count)])
+    return Prefetch(backend.location(), packed, backend.EDGE_READ)
+
+
+def edge_read_result(prefetch: Prefetch | None) -> tuple[list, bytes, str] | None:
+    """(headers, body, namespace) of a valid entry, or None."""
+    if prefetch is None or not isinstance(prefetch.reply, list) or prefetch.reply[0] != 1:
+        return None
+    _hit, headers, body, namespace = prefetch.reply
+    return msgpack.unpackb(headers, use_list=False), body, namespace.decode()
+
+
+def edge_store(entry: EdgeEntry, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """Keep a sent response under `entry`; False when it cannot be (see `keepable`) or a
+    counter moved since its reads (a write committed while it was being built)."""
+    if not entry.keepable():
+        return False
+    vkeys = list(entry.counters)
+    try:
+        return bool(
+            backend.run(
+                backend.EDGE_STORE,
+                vkeys,
+                [
+                    len(vkeys),
+                    ".".join(entry.counters.values()),
+                    entry.key,
+                    entry.ttl,
+                    stats_key(entry.namespace),
+                    entry.namespace,
+                    msgpack.packb(headers),
+                    body,
+                ],
+            )
+        )
+    except backend.Unavailable:
+        return False

@@ -1,0 +1,214 @@
+"""The edge: cached API responses answered ahead of Django.
+
+A cached GET still paid for Django's middleware chain, the hop to a request thread, DRF's
+dispatch and rendering — more than the cached read itself (docs/performance.md). Here, on the
+event loop, a GET to /api/v1/ with an API key and no cookies is checked and answered in one
+Redis round trip: the rate limiter's check (the view's layers, the caller's identity, exactly
+as `RateLimitMiddleware` would make it), the key's cached row and the response kept for this
+caller and request (`openspark.core.cache.edge`) are pipelined together. The response is
+replayed only when all three say so: the limiter admits, the key and its user are active
+(with no last-use write due), and every cached read the response was built from is still
+valid. In every other case the request goes on to Django with the limiter's decision and the
+key's row (so nothing is counted or read twice), and Django answers as always; a 200 from a
+view that allows it (`edge_allow`) is then kept for next time.
+
+Nothing here may touch the database (the event loop): whatever would need it (an identity
+or a limiter configuration not yet in this process's memory) sends the request on to Django,
+which loads it for the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.urls import Resolver404, resolve
+
+from accounts.authentication import api_key_prefetch, api_key_prefetched_user_id
+from accounts.keys import api_key_hash
+from openspark.core.asgi import REQUEST_ATTRS
+from openspark.core.cache import stats
+from openspark.core.cache.edge import (
+    EdgeEntry,
+    edge_collect,
+    edge_entry_key,
+    edge_read_prefetch,
+    edge_read_result,
+    edge_store,
+)
+from throttling.middleware import API_PREFIX, view_layers
+from throttling.responses import decision_headers
+from throttling.selectors import limiter_config_peek
+from throttling.services import Identity, api_key_cache, client_ip, limiter_check
+
+# Request headers that can change a response of these views (the rest, the key and the
+# cookies aside, cannot): all of them are part of the kept response's key.
+_SHAPE_HEADERS = frozenset(
+    {
+        b"host",
+        b"accept",
+        b"accept-language",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-proto",
+        b"forwarded",
+    }
+)
+# Per request, never kept: the rate-limit headers are the request's own, the length is set
+# when sending.
+_UNKEPT_HEADERS = frozenset(
+    {
+        b"content-length",
+        b"ratelimit",
+        b"ratelimit-policy",
+        b"x-ratelimit-limit",
+        b"x-ratelimit-remaining",
+        b"x-ratelimit-reset",
+        b"retry-after",
+    }
+)
+
+
+class _Prepared:
+    __slots__ = ("config", "entry_key", "identity", "layers", "raw_key")
+
+    def __init__(self, raw_key, identity, config, layers, entry_key) -> None:
+        self.raw_key = raw_key
+        self.identity = identity
+        self.config = config
+        self.layers = layers
+        self.entry_key = entry_key
+
+
+def _prepare(scope) -> _Prepared | None:
+    """What the check needs, from memory only; None when this request is not the edge's."""
+    path = scope["path"]
+    if not path.startswith(API_PREFIX):
+        return None
+    authorization = None
+    forwarded_for = []
+    shape = [path.encode(), scope.get("query_string", b""), scope.get("scheme", "http").encode()]
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"cookie":
+            return None  # a browser: session authentication and CSRF are Django's
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value.decode("latin-1"))
+        elif name in _SHAPE_HEADERS:
+            shape.append(name + b":" + value)
+    if authorization is None or authorization[:7].lower() != b"bearer ":
+        return None
+    raw_key = authorization[7:].strip().decode("latin-1")
+    if not raw_key or any(c.isspace() for c in raw_key):
+        return None  # DRF answers the malformed header
+    known = api_key_cache.peek(raw_key)
+    config = limiter_config_peek()
+    if known is None or known[0] is None or config is None:
+        return None
+    try:
+        view_class = getattr(resolve(path).func, "cls", None)
+    except Resolver404:
+        return None
+    layers = view_layers(view_class) if view_class is not None else frozenset()
+    if not layers:
+        return None
+    client = scope.get("client")
+    meta = {
+        "REMOTE_ADDR": client[0] if client else "",
+        "HTTP_X_FORWARDED_FOR": ",".join(forwarded_for),
+    }
+    ip = client_ip(SimpleNamespace(META=meta))
+    entry_key = edge_entry_key(api_key_hash(raw_key), b"\n".join(shape))
+    return _Prepared(raw_key, Identity(known[0], known[1], ip), config, layers, entry_key)
+
+
+class EdgeApp:
+    """ASGI middleware in front of Django's HTTP handler (openspark/asgi.py)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        prepared = None
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and settings.CACHE_EDGE_ENABLED
+            and settings.CACHE_ENABLED
+        ):
+            prepared = _prepare(scope)
+        if prepared is None:
+            return await self.app(scope, receive, send)
+
+        started = time.perf_counter()
+        api_key_read = api_key_prefetch(prepared.raw_key)
+        entry_read = edge_read_prefetch(prepared.entry_key)
+        if api_key_read is None or entry_read is None:
+            return await self.app(scope, receive, send)  # the cache is off or recovering
+        decision = limiter_check(
+            identity=prepared.identity,
+            path=scope["path"],
+            layers=prepared.layers,
+            also=(api_key_read, entry_read),
+            config=prepared.config,
+        )
+        handed = {
+            "limiter_decision": decision,
+            "api_key_prefetch": (prepared.raw_key, api_key_read),
+        }
+        entry = None
+        if decision.allowed and not decision.degraded:
+            kept = edge_read_result(entry_read)
+            if (
+                kept is not None
+                and api_key_prefetched_user_id(api_key_read) == prepared.identity.user_id
+            ):
+                headers, body, namespace = kept
+                stats.record_latency(namespace, time.perf_counter() - started)
+                await _send(send, headers, body, decision)
+                return None
+            # Django answers; a 200 for this key is its user's (no cookies, the key is
+            # authenticated first), so it may be kept for the key whatever was checked here.
+            entry = EdgeEntry(prepared.entry_key)
+        await self._to_django(dict(scope, **{REQUEST_ATTRS: handed}), receive, send, entry)
+        return None
+
+    async def _to_django(self, scope, receive, send, entry: EdgeEntry | None) -> None:
+        if entry is None:
+            await self.app(scope, receive, send)
+            return
+        sent: dict = {"status": None, "headers": (), "body": [], "complete": False}
+
+        async def capture(message) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+                sent["headers"] = message.get("headers", ())
+            elif message["type"] == "http.response.body":
+                sent["body"].append(message.get("body", b""))
+                sent["complete"] = not message.get("more_body", False)
+            await send(message)
+
+        token = edge_collect(entry)
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            token.var.reset(token)
+        headers = [(bytes(n).lower(), bytes(v)) for n, v in sent["headers"]]
+        if (
+            sent["status"] == 200
+            and sent["complete"]
+            and entry.keepable()
+            and not any(name == b"set-cookie" for name, _value in headers)
+        ):
+            kept = [(n, v) for n, v in headers if n not in _UNKEPT_HEADERS]
+            await asyncio.to_thread(edge_store, entry, kept, b"".join(sent["body"]))
+
+
+async def _send(send, headers, body: bytes, decision) -> None:
+    out = list(headers)
+    out += [(k.lower().encode(), v.encode()) for k, v in decision_headers(decision).items()]
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": out})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,200 @@
+"""The edge (openspark/edge.py) through the real ASGI server: kept responses replayed ahead of
+Django, invalidated by the same writes as the cached reads they were built from, with the
+limiter and authentication exactly as strict as on Django's path."""
+
+import datetime as dt
+import time
+
+import httpx
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_redis import get_redis_connection
+
+from accounts.models import ApiKey
+from accounts.services import api_key_create, api_key_revoke
+from conversations.models import Conversation
+from conversations.services import conversation_update
+from tests.cache.conftest import unlimited, wait_for
+from tests.factories import UserFactory
+from tests.live import start_asgi_server, subprocess_env
+from throttling.models import Plan
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+LIST = "/api/v1/conversations/"
+
+
+@pytest.fixture(scope="module")
+def edge_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
+    """The ASGI server with a limiter configuration snapshot that outlives a test: the edge
+    sends a request on to Django when the snapshot is stale (it cannot load one on the event
+    loop), so with the default 2 s a slow test could see Django answer where it expects a
+    replay."""
+    server = start_asgi_server(live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300"))
+    yield server
+    server.stop()
+
+
+def _client(server, raw_key: str, **headers) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {raw_key}", **headers}, timeout=10
+    )
+
+
+def _drop_cached_reads(namespace: str) -> int:
+    """Delete the view's own cached values (not the kept responses): a request that reaches
+    the view now reads the database."""
+    client = get_redis_connection("default")
+    keys = list(client.scan_iter(f"*:c:{namespace}:*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+def _entries() -> set[bytes]:
+    return set(get_redis_connection("default").scan_iter("*:e:*", count=1000))
+
+
+def _kept(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
+    """Request until the response is kept: the server learns the key's identity on the first
+    request, keeps the second's response (just after sending it), and replays it from then on."""
+    before = _entries()
+    for _ in range(2):
+        response = client.get(path, **kwargs)
+        assert response.status_code == 200, response.text
+    assert wait_for(lambda: _entries() - before, timeout=10), "no response was kept"
+    return response
+
+
+def _without_limits(headers: httpx.Headers) -> dict:
+    return {
+        name: value
+        for name, value in headers.items()
+        if not name.lower().startswith(("ratelimit", "x-ratelimit", "date", "server"))
+    }
+
+
+def test_a_kept_response_is_replayed_until_a_write_invalidates_its_reads(edge_server, user):
+    unlimited(user)
+    conversation = Conversation.objects.create(owner=user, title="before")
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        made_by_django = _kept(client, LIST)
+        # Change the row behind the cache's back and drop the view's cached read: only a
+        # replayed response can still say "before".
+        Conversation.objects.filter(pk=conversation.pk).update(title="behind the cache")
+        assert _drop_cached_reads("user_conversations") > 0
+        replayed = client.get(LIST)
+        assert replayed.status_code == 200
+        assert replayed.json()["results"][0]["title"] == "before"
+        assert replayed.content == made_by_django.content
+        assert _without_limits(replayed.headers) == _without_limits(made_by_django.headers)
+        assert replayed.headers["RateLimit-Policy"] == made_by_django.headers["RateLimit-Policy"]
+
+        conversation_update(user=user, conversation_id=conversation.pk, title="after")
+        assert client.get(LIST).json()["results"][0]["title"] == "after"
+
+
+def test_the_limiter_counts_every_request_once_and_refuses_replays_too(asgi_server, user):
+    plan = Plan.objects.get(tier=Plan.Tier.PRO)
+    plan.requests_per_minute, plan.conversations_per_minute = 1000, 6
+    plan.save(update_fields=["requests_per_minute", "conversations_per_minute"])
+    user.plan = plan
+    user.save(update_fields=["plan"])
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.2)  # the server's limits snapshot is renewed
+    Conversation.objects.create(owner=user, title="t")
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(asgi_server, raw) as client:
+        responses = [client.get(LIST) for _ in range(8)]
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 6 + [429] * 2  # replays from the 3rd on: same budget
+    remaining = [int(r.headers["X-RateLimit-Remaining"]) for r in responses[:6]]
+    assert remaining == [5, 4, 3, 2, 1, 0]
+    refused = responses[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.json()["error"]["details"]["layer"] == "endpoint:conversations"
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_revoked_keys_and_inactive_users_are_refused_at_once(edge_server, user):
+    unlimited(user)
+    key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        user.is_active = False
+        user.save()
+        assert client.get(LIST).status_code == 401
+        user.is_active = True
+        user.save()
+        assert [client.get(LIST).status_code for _ in range(3)] == [200] * 3
+        api_key_revoke(user=user, key_id=key.pk)
+        response = client.get(LIST)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_an_expired_key_is_refused_without_any_write(edge_server, user):
+    unlimited(user)
+    key, raw = api_key_create(
+        user=user, name="edge", expires_at=timezone.now() + dt.timedelta(seconds=3)
+    )
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        assert wait_for(lambda: client.get(LIST).status_code == 401, timeout=10)
+    assert ApiKey.objects.get(pk=key.pk).expires_at < timezone.now()
+
+
+def test_kept_responses_are_per_caller_and_per_request(edge_server, user):
+    unlimited(user)
+    other = UserFactory()
+    unlimited(other)
+    for n in range(2):
+        Conversation.objects.create(owner=user, title=f"mine {n}")
+    Conversation.objects.create(owner=other, title="theirs")
+    _key, raw = api_key_create(user=user, name="mine")
+    _key, other_raw = api_key_create(user=other, name="theirs")
+    with _client(edge_server, raw) as mine, _client(edge_server, other_raw) as theirs:
+        assert [c["title"] for c in _kept(mine, LIST).json()["results"]] == ["mine 1", "mine 0"]
+        assert [c["title"] for c in _kept(theirs, LIST).json()["results"]] == ["theirs"]
+        # The links hold the host the caller used: another host is another response.
+        page = f"{LIST}?page_size=1"
+        by_ip = _kept(mine, page).json()
+        assert by_ip["next"].startswith(edge_server.url)
+        for _ in range(3):
+            named = mine.get(page, headers={"Host": "localhost"}).json()
+            assert named["next"].startswith("http://localhost/")
+            assert mine.get(page).json() == by_ip
+        # Another user's conversation is "not found", never kept for them.
+        conversation = Conversation.objects.get(owner=user, title="mine 0")
+        path = f"/api/v1/conversations/{conversation.pk}/messages/"
+        _kept(mine, path)
+        for _ in range(3):
+            assert theirs.get(path).status_code == 404
+
+
+def test_a_stale_last_use_goes_through_django_which_writes_it(edge_server, user):
+    unlimited(user)
+    key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        stale = timezone.now() - dt.timedelta(minutes=5)
+        key.refresh_from_db()
+        key.last_used_at = stale
+        key.save(update_fields=["last_used_at"])
+        assert client.get(LIST).status_code == 200
+    key.refresh_from_db()
+    assert key.last_used_at > stale + dt.timedelta(minutes=4)
+
+
+def test_requests_with_cookies_or_without_a_key_are_djangos(edge_server, user):
+    unlimited(user)
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        kept = _kept(client, LIST)
+        with_cookie = client.get(LIST, headers={"Cookie": "sessionid=nonsense"})
+        assert with_cookie.status_code == 200 and with_cookie.content == kept.content
+    anonymous = httpx.get(edge_server.url + LIST)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "not_authenticated"
+    malformed = httpx.get(edge_server.url + LIST, headers={"Authorization": f"Bearer {raw} x"})
+    assert malformed.status_code == 401
+    assert "Traceback" not in edge_server.log()
