@@ -33,6 +33,7 @@ from openspark.core.cache.edge import (
     EdgeEntry,
     edge_collect,
     edge_entry_key,
+    edge_join_live,
     edge_read_prefetch,
     edge_read_result,
     edge_store,
@@ -40,7 +41,14 @@ from openspark.core.cache.edge import (
 from throttling.middleware import API_PREFIX, view_layers
 from throttling.responses import decision_headers
 from throttling.selectors import limiter_config_peek
-from throttling.services import Identity, api_key_cache, client_ip, limiter_check
+from throttling.services import (
+    Identity,
+    api_key_cache,
+    client_ip,
+    limiter_check,
+    limiter_usage_prefetch,
+    limiter_usage_prefetched,
+)
 
 # Request headers that can change a response of these views (the rest, the key and the
 # cookies aside, cannot): all of them are part of the kept response's key.
@@ -70,15 +78,21 @@ _UNKEPT_HEADERS = frozenset(
 )
 
 
-class _Prepared:
-    __slots__ = ("config", "entry_key", "identity", "layers", "raw_key")
+# Live parts a kept response may have (a view's `edge_live`): how to read one in the same
+# round trip as the check, and how to make its value from the reply.
+_LIVE_PARTS = {"usage": (limiter_usage_prefetch, limiter_usage_prefetched)}
 
-    def __init__(self, raw_key, identity, config, layers, entry_key) -> None:
+
+class _Prepared:
+    __slots__ = ("config", "entry_key", "identity", "layers", "live", "raw_key")
+
+    def __init__(self, raw_key, identity, config, layers, entry_key, live) -> None:
         self.raw_key = raw_key
         self.identity = identity
         self.config = config
         self.layers = layers
         self.entry_key = entry_key
+        self.live = live
 
 
 def _prepare(scope) -> _Prepared | None:
@@ -121,7 +135,9 @@ def _prepare(scope) -> _Prepared | None:
     }
     ip = client_ip(SimpleNamespace(META=meta))
     entry_key = edge_entry_key(api_key_hash(raw_key), b"\n".join(shape))
-    return _Prepared(raw_key, Identity(known[0], known[1], ip), config, layers, entry_key)
+    live = getattr(view_class, "edge_live", "")
+    identity = Identity(known[0], known[1], ip)
+    return _Prepared(raw_key, identity, config, layers, entry_key, live)
 
 
 class EdgeApp:
@@ -147,11 +163,19 @@ class EdgeApp:
         entry_read = edge_read_prefetch(prepared.entry_key)
         if api_key_read is None or entry_read is None:
             return await self.app(scope, receive, send)  # the cache is off or recovering
+        reads = [api_key_read, entry_read]
+        live_read = None
+        if prepared.live:
+            live_read = _LIVE_PARTS[prepared.live][0](
+                config=prepared.config, identity=prepared.identity
+            )
+            if live_read is not None:
+                reads.append(live_read)  # after the check: it sees what the check left
         decision = limiter_check(
             identity=prepared.identity,
             path=scope["path"],
             layers=prepared.layers,
-            also=(api_key_read, entry_read),
+            also=reads,
             config=prepared.config,
         )
         handed = {
@@ -165,10 +189,14 @@ class EdgeApp:
                 kept is not None
                 and api_key_prefetched_user_id(api_key_read) == prepared.identity.user_id
             ):
-                headers, body, namespace = kept
-                stats.record_latency(namespace, time.perf_counter() - started)
-                await _send(send, headers, body, decision)
-                return None
+                headers, body, namespace, live = kept
+                if live:
+                    value = _LIVE_PARTS[live][1](live_read) if live == prepared.live else None
+                    body = None if value is None else edge_join_live(body, live, value)
+                if body is not None:
+                    stats.record_latency(namespace, time.perf_counter() - started)
+                    await _send(send, headers, body, decision)
+                    return None
             # Django answers; a 200 for this key is its user's (no cookies, the key is
             # authenticated first), so it may be kept for the key whatever was checked here.
             entry = EdgeEntry(prepared.entry_key)

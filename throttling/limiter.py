@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -446,6 +447,10 @@ def limiter_consume(
     if not peek:
         elapsed = time.perf_counter() - started
         _stats.record((url, prefix, int(time.time() // 60), rules, reply, who, elapsed))
+    return _decision(rules, reply)
+
+
+def _decision(rules: list[Rule], reply: list) -> LimitDecision:
     states = []
     index = 3
     for rule in rules:
@@ -465,6 +470,31 @@ def limiter_consume(
     if reply[0] == 1:
         return LimitDecision(True, None, 0.0, tuple(states))
     return LimitDecision(False, rules[reply[1] - 1].layer, reply[2] / 1e6, tuple(states))
+
+
+@dataclass(slots=True)
+class PeekRead:
+    """A peek packed to ride another call's round trip (`limiter_consume(also=…)`); sent after
+    that call's check, so it sees the budget the check left."""
+
+    url: str
+    packed: bytes
+    script: str
+    rules: list[Rule]
+    reply: object = None
+
+
+def limiter_peek_prefetch(rules: list[Rule]) -> PeekRead | None:
+    if not rules or (health.down_until and health.is_down()):
+        return None
+    return PeekRead(settings.REDIS_URL, _pack(key_prefix(), rules, True), _SCRIPT, rules)
+
+
+def limiter_peek_result(read: PeekRead | None) -> LimitDecision | None:
+    """The peek's states, or None when it was not answered."""
+    if read is None or not isinstance(read.reply, list):
+        return None
+    return _decision(read.rules, read.reply)
 
 
 def _unavailable(rules: list[Rule]) -> LimitDecision:

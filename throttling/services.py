@@ -21,7 +21,15 @@ from django.utils.translation import gettext as _
 from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError
 
-from .limiter import LimitDecision, Rule, health, limiter_consume
+from .limiter import (
+    LimitDecision,
+    PeekRead,
+    Rule,
+    health,
+    limiter_consume,
+    limiter_peek_prefetch,
+    limiter_peek_result,
+)
 from .models import Alert, TokenUsage
 from .selectors import (
     LimiterConfig,
@@ -336,13 +344,12 @@ def listed_get(*, config: LimiterConfig, identity: Identity) -> str | None:
     return None
 
 
-def limiter_status_get(*, identity: Identity) -> list | None:
-    """The caller's budget per layer (every endpoint group included), without consuming
-    anything, in one round trip. [] when deny-listed; None when Redis is unreachable."""
-    config = limiter_config_get()
+def _status_rules(*, config: LimiterConfig, identity: Identity) -> list[Rule] | None:
+    """Every rule the caller is under (every endpoint group included); None when
+    deny-listed."""
     rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
     if rules is None:
-        return []
+        return None
     for prefix, _group in ENDPOINT_GROUPS:
         for rule in (
             limiter_rules_build(
@@ -355,13 +362,20 @@ def limiter_status_get(*, identity: Identity) -> list | None:
         ):
             if rule not in rules:
                 rules.append(rule)
+    return rules
+
+
+def limiter_status_get(*, identity: Identity) -> list | None:
+    """The caller's budget per layer (every endpoint group included), without consuming
+    anything, in one round trip. [] when deny-listed; None when Redis is unreachable."""
+    rules = _status_rules(config=limiter_config_get(), identity=identity)
+    if rules is None:
+        return []
     decision = limiter_consume(rules=rules, who=identity.who, peek=True)
     return None if decision.degraded else list(decision.states)
 
 
-def limiter_usage_get(*, request, user=None) -> dict:
-    """What `GET /api/v1/me/` shows: per layer, used and left of this minute's budget."""
-    states = limiter_status_get(identity=identity_resolve(request, user=user)) or []
+def usage_from_states(states) -> dict:
     return {
         state.layer: {
             "limit": state.limit,
@@ -371,6 +385,24 @@ def limiter_usage_get(*, request, user=None) -> dict:
         }
         for state in states
     }
+
+
+def limiter_usage_get(*, request, user=None) -> dict:
+    """What `GET /api/v1/me/` shows: per layer, used and left of this minute's budget."""
+    return usage_from_states(
+        limiter_status_get(identity=identity_resolve(request, user=user)) or []
+    )
+
+
+def limiter_usage_prefetch(*, config: LimiterConfig, identity: Identity) -> PeekRead | None:
+    """`limiter_usage_get`'s read, packed to ride the request's check (the edge's `me/`)."""
+    rules = _status_rules(config=config, identity=identity)
+    return limiter_peek_prefetch(rules) if rules else None
+
+
+def limiter_usage_prefetched(read: PeekRead | None) -> dict | None:
+    decision = limiter_peek_result(read)
+    return None if decision is None else usage_from_states(decision.states)
 
 
 # --- Monitoring and alerts ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from django_redis import get_redis_connection
 
 from openspark.core.cache import backend, stats
 from openspark.core.cache.keys import login_warm_keys
+from tests.live import start_asgi_server, subprocess_env
 from throttling.models import Plan
 
 
@@ -71,3 +72,19 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 def ns_stats(body: dict, name: str) -> dict:
     return next(ns for ns in body["namespaces"] if ns["name"] == name)
+
+
+@pytest.fixture(scope="session")
+def edge_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
+    """The ASGI server with a limiter configuration snapshot that outlives a test: the edge
+    (openspark/edge.py) sends a request on to Django when the snapshot is stale (it cannot
+    load one on the event loop), so with the default 2 s a slow test could see Django answer
+    where it expects a replay."""
+    server = start_asgi_server(live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300"))
+    yield server
+    server.stop()
+
+
+def entries_kept() -> set[bytes]:
+    """The keys of the responses the edge keeps."""
+    return set(get_redis_connection("default").scan_iter("*:e:*", count=1000))

@@ -28,7 +28,8 @@ class _FormParser(HTMLParser):
                 return
             if kind in ("checkbox", "radio") and "checked" not in attrs:
                 return
-            self.data.setdefault(name, []).append(attrs.get("value") or "")
+            default = "on" if kind == "checkbox" else ""  # what a browser sends
+            self.data.setdefault(name, []).append(attrs.get("value") or default)
         elif tag == "select" and name:
             self._select = name
             self.data.setdefault(name, [])

@@ -15,25 +15,14 @@ from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
 from conversations.models import Conversation
 from conversations.services import conversation_update
-from tests.cache.conftest import unlimited, wait_for
+from tests.cache.conftest import entries_kept, unlimited, wait_for
 from tests.factories import UserFactory
-from tests.live import start_asgi_server, subprocess_env
 from throttling.models import Plan
+from throttling.services import token_usage_record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 LIST = "/api/v1/conversations/"
-
-
-@pytest.fixture(scope="module")
-def edge_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
-    """The ASGI server with a limiter configuration snapshot that outlives a test: the edge
-    sends a request on to Django when the snapshot is stale (it cannot load one on the event
-    loop), so with the default 2 s a slow test could see Django answer where it expects a
-    replay."""
-    server = start_asgi_server(live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300"))
-    yield server
-    server.stop()
 
 
 def _client(server, raw_key: str, **headers) -> httpx.Client:
@@ -50,18 +39,14 @@ def _drop_cached_reads(namespace: str) -> int:
     return client.delete(*keys) if keys else 0
 
 
-def _entries() -> set[bytes]:
-    return set(get_redis_connection("default").scan_iter("*:e:*", count=1000))
-
-
 def _kept(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
     """Request until the response is kept: the server learns the key's identity on the first
     request, keeps the second's response (just after sending it), and replays it from then on."""
-    before = _entries()
+    before = entries_kept()
     for _ in range(2):
         response = client.get(path, **kwargs)
         assert response.status_code == 200, response.text
-    assert wait_for(lambda: _entries() - before, timeout=10), "no response was kept"
+    assert wait_for(lambda: entries_kept() - before, timeout=10), "no response was kept"
     return response
 
 
@@ -198,3 +183,47 @@ def test_requests_with_cookies_or_without_a_key_are_djangos(edge_server, user):
     malformed = httpx.get(edge_server.url + LIST, headers={"Authorization": f"Bearer {raw} x"})
     assert malformed.status_code == 401
     assert "Traceback" not in edge_server.log()
+
+
+def test_me_is_replayed_with_this_minutes_usage_read_afresh(edge_server, user):
+    unlimited(user)
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        made_by_django = _kept(client, "/api/v1/me/")
+        # Only a replay can still show the old name (as in the first test).
+        type(user).objects.filter(pk=user.pk).update(username="renamed-behind-the-cache")
+        assert _drop_cached_reads("user_profile") > 0
+        replays = [client.get("/api/v1/me/") for _ in range(3)]
+        token_usage_record(user_id=user.id, prompt_tokens=7, completion_tokens=5)
+        after_usage = client.get("/api/v1/me/").json()
+    first = made_by_django.json()
+    used = [r.json()["usage"]["plan"]["used"] for r in replays]
+    assert used == [first["usage"]["plan"]["used"] + n for n in (1, 2, 3)]
+    for response in replays:
+        body = response.json()
+        assert {k: v for k, v in body.items() if k != "usage"} == {
+            k: v for k, v in first.items() if k != "usage"
+        }
+        assert body["usage"].keys() == first["usage"].keys()
+        assert (
+            _without_limits(response.headers).keys()
+            == _without_limits(made_by_django.headers).keys()
+        )
+        assert int(response.headers["Content-Length"]) == len(response.content)
+    assert after_usage["tokens"]["used_this_month"] == 12
+
+
+def test_a_live_part_is_kept_apart_only_when_joining_it_back_gives_the_same_bytes():
+    from rest_framework.renderers import JSONRenderer
+
+    from openspark.core.cache.edge import _live_split, edge_join_live
+
+    data = {"name": "line\u2028break «ü»", "n": 1.5, "usage": {"plan": {"reset": 0.25}}}
+    body = JSONRenderer().render(data)
+    kept = _live_split(body, "usage")
+    assert kept is not None and b"usage" not in kept
+    assert edge_join_live(kept, "usage", {"plan": {"reset": 0.25}}) == body
+    assert _live_split(JSONRenderer().render({"usage": {}, "later": 1}), "usage") is None
+    assert _live_split(b"[1, 2]", "usage") is None
+    assert _live_split(b"{not json", "usage") is None
+    assert _live_split(b'{"a": 1, "usage": 2}', "usage") is None  # not DRF's rendering

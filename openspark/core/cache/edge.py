@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import msgpack
+from rest_framework.renderers import JSONRenderer
 
 from . import backend
 from .backend import Prefetch
@@ -38,6 +40,7 @@ class EdgeEntry:
     counters: dict[str, str] = field(default_factory=dict)  # counter key → value seen
     namespace: str | None = None  # the first read's: where hits are counted
     ttl: int | None = None  # the shortest of the reads' namespaces' TTLs
+    live: str = ""  # the response's live part (see `edge_allow`)
 
     def keepable(self) -> bool:
         return self.allowed and not self.spoiled and bool(self.counters)
@@ -54,12 +57,15 @@ def edge_collect(entry: EdgeEntry) -> contextvars.Token:
     return _current.set(entry)
 
 
-def edge_allow(*, ttl: int | None = None) -> None:
+def edge_allow(*, ttl: int | None = None, live: str = "") -> None:
     """Called by a view whose response is fully determined by its cached reads and the
-    request's key: it may be replayed while those reads stay valid. `ttl` caps how long."""
+    request's key: it may be replayed while those reads stay valid. `ttl` caps how long.
+    `live`: the response's last field is computed afresh for each request (the edge knows
+    how: openspark/edge.py); the rest is kept."""
     entry = _current.get()
     if entry is not None:
         entry.allowed = True
+        entry.live = live
         if ttl is not None:
             entry.ttl = ttl if entry.ttl is None else min(entry.ttl, ttl)
 
@@ -100,12 +106,37 @@ def edge_read_prefetch(entry_key: str, *, count: bool = True) -> Prefetch | None
     return Prefetch(backend.location(), packed, backend.EDGE_READ)
 
 
-def edge_read_result(prefetch: Prefetch | None) -> tuple[list, bytes, str] | None:
-    """(headers, body, namespace) of a valid entry, or None."""
+def edge_read_result(prefetch: Prefetch | None) -> tuple[list, bytes, str, str] | None:
+    """(headers, body, namespace, live part) of a valid entry, or None."""
     if prefetch is None or not isinstance(prefetch.reply, list) or prefetch.reply[0] != 1:
         return None
-    _hit, headers, body, namespace = prefetch.reply
-    return msgpack.unpackb(headers, use_list=False), body, namespace.decode()
+    _hit, headers, body, namespace, live = prefetch.reply
+    return msgpack.unpackb(headers, use_list=False), body, namespace.decode(), live.decode()
+
+
+def edge_join_live(kept: bytes, live: str, value) -> bytes:
+    """A kept body with its live part put back: what DRF's JSONRenderer renders for the whole
+    object, the live part being its last field."""
+    separator = b"," if kept != b"{" else b""
+    return b"%s%s%s:%s}" % (kept, separator, json.dumps(live).encode(), _render(value))
+
+
+def _render(value) -> bytes:
+    return JSONRenderer().render(value)
+
+
+def _live_split(body: bytes, live: str) -> bytes | None:
+    """The body without its live part (and without the closing brace), or None unless
+    joining it back gives exactly `body`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data or list(data)[-1] != live:
+        return None
+    value = data.pop(live)
+    kept = _render(data)[:-1]
+    return kept if edge_join_live(kept, live, value) == body else None
 
 
 def edge_store(entry: EdgeEntry, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
@@ -113,6 +144,10 @@ def edge_store(entry: EdgeEntry, headers: list[tuple[bytes, bytes]], body: bytes
     counter moved since its reads (a write committed while it was being built)."""
     if not entry.keepable():
         return False
+    if entry.live:
+        body = _live_split(body, entry.live)
+        if body is None:
+            return False
     vkeys = list(entry.counters)
     try:
         return bool(
@@ -128,6 +163,7 @@ def edge_store(entry: EdgeEntry, headers: list[tuple[bytes, bytes]], body: bytes
                     entry.namespace,
                     msgpack.packb(headers),
                     body,
+                    entry.live,
                 ],
             )
         )
