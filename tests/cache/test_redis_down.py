@@ -9,9 +9,10 @@ import redis as redis_lib
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
+from conversations.models import Conversation
 from openspark.core.cache import stats_get
 from openspark.embedded import free_port, start_redis
-from tests.cache.conftest import ns_stats
+from tests.cache.conftest import ns_stats, wait_for
 from tests.live import start_asgi_server, subprocess_env
 from throttling.services import token_usage_record
 
@@ -69,6 +70,13 @@ def test_live_server_without_redis_answers_correctly(user, live_logs, tmp_path):
         _key, raw = api_key_create(user=user, name="outage")
         client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {raw}"})
         assert client.get("/api/v1/me/").json()["username"] == user.username
+        Conversation.objects.create(owner=user, title="before the outage")
+        for _ in range(3):  # kept by the edge (openspark/edge.py) from the second on
+            assert client.get("/api/v1/me/").status_code == 200
+            assert client.get("/api/v1/conversations/").status_code == 200
+        kept = redis_lib.Redis.from_url(redis.url)
+        assert wait_for(lambda: len(kept.keys("*:e:*")) == 2)
+        kept.close()
 
         redis.stop()
         for _ in range(5):
@@ -77,6 +85,13 @@ def test_live_server_without_redis_answers_correctly(user, live_logs, tmp_path):
             assert response.json()["username"] == user.username
         created = client.post("/api/v1/api-keys/", json={"name": "during outage"})
         assert created.status_code == 201, created.text
+        created = client.post("/api/v1/conversations/", json={"title": "during the outage"})
+        assert created.status_code == 201, created.text
+        for _ in range(3):
+            response = client.get("/api/v1/conversations/")
+            assert response.status_code == 200, response.text
+            titles = [c["title"] for c in response.json()["results"]]
+            assert titles == ["during the outage", "before the outage"]
 
         redis = start_redis(tmp_path / "redis", port=port, persist=False)
         time.sleep(0.3)  # past the breaker's retry delay
