@@ -15,8 +15,14 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from openspark.core.cache import API_KEY, api_key_scope, cache_value_get, cache_value_set
-from openspark.core.cache.service import Prefetch, cache_value_prefetch, cache_value_prefetched
+from openspark.core.cache import API_KEY, api_key_scope, cache_value_set
+from openspark.core.cache.service import (
+    Prefetch,
+    Seen,
+    cache_value_prefetch,
+    cache_value_prefetched,
+    cache_value_read,
+)
 
 from .keys import KEY_PREFIX, api_key_hash
 from .models import ApiKey
@@ -65,42 +71,64 @@ def api_key_prefetch(raw_key: str) -> Prefetch | None:
     return cache_value_prefetch(API_KEY, key=digest, scopes=api_key_scope(digest))
 
 
-def api_key_resolve(raw_key: str, *, prefetch: Prefetch | None = None) -> ApiKey | None:
-    """The active key for a raw value (with its user), or None."""
+def _api_key_active(raw_key: str, prefetch: Prefetch | None) -> tuple[ApiKey | None, Seen | None]:
+    """The active key for a raw value (with its user) or None, and what its cached-row read
+    saw (for `api_key_touch`)."""
     if not _well_formed(raw_key):
-        return None
+        return None, None
     digest = api_key_hash(raw_key)
     scope = api_key_scope(digest)
-    answered, row = cache_value_prefetched(prefetch)
+    answered, row, seen = cache_value_prefetched(prefetch)
     if not answered:
-        row = cache_value_get(API_KEY, key=digest, scopes=scope)
+        row, seen = cache_value_read(API_KEY, key=digest, scopes=scope)
     if row is not None:
         key = _api_key_from_row(row)
     else:
         key = _api_key_load(digest)
         if key is None:
-            return None
-        cache_value_set(API_KEY, key=digest, value=_api_key_row(key), scopes=scope)
+            return None, None
+        # Under the versions the miss saw: a write that committed after the miss is never
+        # hidden by this (older) row.
+        cache_value_set(API_KEY, key=digest, value=_api_key_row(key), scopes=scope, seen=seen)
     if not key.is_active or not key.user.is_active:
-        return None
-    return key
+        return None, seen
+    return key, seen
 
 
-def _last_use_due(key: ApiKey, now: dt.datetime) -> bool:
-    return key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION
+def api_key_resolve(raw_key: str, *, prefetch: Prefetch | None = None) -> ApiKey | None:
+    """The active key for a raw value (with its user), or None."""
+    return _api_key_active(raw_key, prefetch)[0]
 
 
-def api_key_prefetched_user_id(prefetch: Prefetch | None) -> int | None:
-    """For the edge (openspark/edge.py), which answers without DRF: the user id of the active
-    key whose cached row `prefetch` brought back, if authentication would have nothing else
-    to do (no last-use write due); None sends the request on to DRF."""
-    answered, row = cache_value_prefetched(prefetch)
+def api_key_last_use_due(key: ApiKey) -> bool:
+    return key.last_used_at is None or timezone.now() - key.last_used_at > _LAST_USED_RESOLUTION
+
+
+def api_key_touch(key: ApiKey, seen: Seen | None) -> None:
+    """Record a use (once a minute at most: see `api_key_last_use_due`). The save does not
+    invalidate the cached row (accounts/receivers.py); the row is stored again with the new
+    time under the versions `seen` read, so a write to the key or its user since then
+    (which moved them) is never undone."""
+    key.last_used_at = timezone.now()
+    key.save(update_fields=["last_used_at"])
+    if seen is not None:
+        digest = key.key_hash
+        cache_value_set(
+            API_KEY, key=digest, value=_api_key_row(key), scopes=api_key_scope(digest), seen=seen
+        )
+
+
+def api_key_prefetched(prefetch: Prefetch | None) -> tuple[ApiKey, Seen] | None:
+    """For the edge (openspark/edge.py), which answers without DRF: the active key whose
+    cached row `prefetch` brought back, with what the read saw; None sends the request on
+    to DRF (a miss, or a key or user that is not active)."""
+    answered, row, seen = cache_value_prefetched(prefetch)
     if not answered or row is None:
         return None
     key = _api_key_from_row(row)
-    if not key.is_active or not key.user.is_active or _last_use_due(key, timezone.now()):
+    if not key.is_active or not key.user.is_active:
         return None
-    return key.user_id
+    return key, seen
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -120,15 +148,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         # is DRF's, or Django's own when the SSE view authenticates outside DRF.)
         prefetched = getattr(getattr(request, "_request", request), "api_key_prefetch", None)
         prefetch = prefetched[1] if prefetched and prefetched[0] == raw_key else None
-        key = api_key_resolve(raw_key, prefetch=prefetch)
+        key, seen = _api_key_active(raw_key, prefetch)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
-        now = timezone.now()
-        if _last_use_due(key, now):
-            # save() rather than update(): its signal refreshes the cached row, so this
-            # write happens once a minute, not on every request after the first minute.
-            key.last_used_at = now
-            key.save(update_fields=["last_used_at"])
+        if api_key_last_use_due(key):
+            api_key_touch(key, seen)
         return key.user, key
 
     def authenticate_header(self, request) -> str:

@@ -9,7 +9,11 @@ from django.db.models.signals import post_delete, post_save
 from openspark.core.cache import api_key_scope, cache_bump
 
 
-def _key_changed(sender, instance, **kwargs) -> None:
+def _key_changed(sender, instance, update_fields=None, **kwargs) -> None:
+    # Recording a use (authentication.api_key_touch) stores the row again itself: a bump
+    # would send the key's next request down the slow path once a minute.
+    if update_fields is not None and set(update_fields) == {"last_used_at"}:
+        return
     cache_bump(scope=api_key_scope(instance.key_hash))
 
 

@@ -25,7 +25,12 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.urls import Resolver404, resolve
 
-from accounts.authentication import api_key_prefetch, api_key_prefetched_user_id
+from accounts.authentication import (
+    api_key_last_use_due,
+    api_key_prefetch,
+    api_key_prefetched,
+    api_key_touch,
+)
 from accounts.keys import api_key_hash
 from openspark.core.asgi import REQUEST_ATTRS
 from openspark.core.cache import stats
@@ -51,8 +56,10 @@ from throttling.services import (
 )
 
 # Request headers that can change a response of these views (the rest, the key and the
-# cookies aside, cannot): all of them are part of the kept response's key.
-_SHAPE_HEADERS = frozenset(
+# cookies aside, cannot). A kept response records them and is replayed only to a request
+# with the same ones; they are not part of its key, so a caller varying them (any string
+# goes in Accept-Language) replaces their one kept response instead of adding more.
+_VARY_HEADERS = frozenset(
     {
         b"host",
         b"accept",
@@ -84,15 +91,17 @@ _LIVE_PARTS = {"usage": (limiter_usage_prefetch, limiter_usage_prefetched)}
 
 
 class _Prepared:
-    __slots__ = ("config", "entry_key", "identity", "layers", "live", "raw_key")
+    __slots__ = ("config", "entry_key", "identity", "layers", "live", "query", "raw_key", "vary")
 
-    def __init__(self, raw_key, identity, config, layers, entry_key, live) -> None:
+    def __init__(self, raw_key, identity, config, layers, entry_key, live, vary, query) -> None:
         self.raw_key = raw_key
         self.identity = identity
         self.config = config
         self.layers = layers
         self.entry_key = entry_key
         self.live = live
+        self.vary = vary
+        self.query = query
 
 
 def _prepare(scope) -> _Prepared | None:
@@ -102,7 +111,8 @@ def _prepare(scope) -> _Prepared | None:
         return None
     authorization = None
     forwarded_for = []
-    shape = [path.encode(), scope.get("query_string", b""), scope.get("scheme", "http").encode()]
+    query = scope.get("query_string", b"")
+    vary = [scope.get("scheme", "http").encode()]
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value
@@ -110,8 +120,8 @@ def _prepare(scope) -> _Prepared | None:
             return None  # a browser: session authentication and CSRF are Django's
         elif name == b"x-forwarded-for":
             forwarded_for.append(value.decode("latin-1"))
-        elif name in _SHAPE_HEADERS:
-            shape.append(name + b":" + value)
+        elif name in _VARY_HEADERS:
+            vary.append(name + b":" + value)
     if authorization is None or authorization[:7].lower() != b"bearer ":
         return None
     raw_key = authorization[7:].strip().decode("latin-1")
@@ -134,10 +144,10 @@ def _prepare(scope) -> _Prepared | None:
         "HTTP_X_FORWARDED_FOR": ",".join(forwarded_for),
     }
     ip = client_ip(SimpleNamespace(META=meta))
-    entry_key = edge_entry_key(api_key_hash(raw_key), b"\n".join(shape))
+    entry_key = edge_entry_key(api_key_hash(raw_key), path.encode() + b"?" + query)
     live = getattr(view_class, "edge_live", "")
     identity = Identity(known[0], known[1], ip)
-    return _Prepared(raw_key, identity, config, layers, entry_key, live)
+    return _Prepared(raw_key, identity, config, layers, entry_key, live, b"\n".join(vary), query)
 
 
 class EdgeApp:
@@ -160,7 +170,7 @@ class EdgeApp:
 
         started = time.perf_counter()
         api_key_read = api_key_prefetch(prepared.raw_key)
-        entry_read = edge_read_prefetch(prepared.entry_key)
+        entry_read = edge_read_prefetch(prepared.entry_key, vary=prepared.vary)
         if api_key_read is None or entry_read is None:
             return await self.app(scope, receive, send)  # the cache is off or recovering
         reads = [api_key_read, entry_read]
@@ -185,21 +195,27 @@ class EdgeApp:
         entry = None
         if decision.allowed and not decision.degraded:
             kept = edge_read_result(entry_read)
+            active = api_key_prefetched(api_key_read)
             if (
                 kept is not None
-                and api_key_prefetched_user_id(api_key_read) == prepared.identity.user_id
+                and active is not None
+                and active[0].user_id == prepared.identity.user_id
             ):
-                headers, body, namespace, live = kept
-                if live:
-                    value = _LIVE_PARTS[live][1](live_read) if live == prepared.live else None
-                    body = None if value is None else edge_join_live(body, live, value)
+                body = kept.body
+                if kept.live:
+                    value = None
+                    if kept.live == prepared.live:
+                        value = _LIVE_PARTS[kept.live][1](live_read)
+                    body = None if value is None else edge_join_live(body, kept.live, value)
                 if body is not None:
-                    stats.record_latency(namespace, time.perf_counter() - started)
-                    await _send(send, headers, body, decision)
+                    stats.record_latency(kept.namespace, time.perf_counter() - started)
+                    await _send(send, kept.headers, body, decision)
+                    if api_key_last_use_due(active[0]):
+                        await asyncio.to_thread(api_key_touch, *active)
                     return None
             # Django answers; a 200 for this key is its user's (no cookies, the key is
             # authenticated first), so it may be kept for the key whatever was checked here.
-            entry = EdgeEntry(prepared.entry_key)
+            entry = EdgeEntry(prepared.entry_key, vary=prepared.vary, query=prepared.query)
         await self._to_django(dict(scope, **{REQUEST_ATTRS: handed}), receive, send, entry)
         return None
 

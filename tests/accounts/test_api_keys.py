@@ -177,10 +177,10 @@ def test_the_key_row_is_read_in_the_limiters_round_trip(user, settings, monkeypa
     client = _bearer(raw_key)
     assert client.get("/api/v1/me/").status_code == 200  # the row is cached now
     plain_reads, pairs = [], []
-    real_get, real_pair = authentication.cache_value_get, limiter._backend.evalsha_with
+    real_get, real_pair = authentication.cache_value_read, limiter._backend.evalsha_with
     monkeypatch.setattr(
         authentication,
-        "cache_value_get",
+        "cache_value_read",
         lambda *a, **kw: plain_reads.append(kw) or real_get(*a, **kw),
     )
     monkeypatch.setattr(

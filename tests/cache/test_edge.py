@@ -15,7 +15,8 @@ from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
 from conversations.models import Conversation
 from conversations.services import conversation_update
-from tests.cache.conftest import entries_kept, unlimited, wait_for
+from openspark.core.cache import stats_get
+from tests.cache.conftest import entries_kept, ns_stats, unlimited, wait_for
 from tests.factories import UserFactory
 from throttling.models import Plan
 from throttling.services import token_usage_record
@@ -48,6 +49,10 @@ def _kept(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
         assert response.status_code == 200, response.text
     assert wait_for(lambda: entries_kept() - before, timeout=10), "no response was kept"
     return response
+
+
+def _hits(namespace: str) -> int:
+    return ns_stats(stats_get(), namespace)["hits"]
 
 
 def _without_limits(headers: httpx.Headers) -> dict:
@@ -156,18 +161,36 @@ def test_kept_responses_are_per_caller_and_per_request(edge_server, user):
             assert theirs.get(path).status_code == 404
 
 
-def test_a_stale_last_use_goes_through_django_which_writes_it(edge_server, user):
+def test_a_replay_records_the_keys_use_once_a_minute_without_losing_its_cached_row(
+    edge_server, user
+):
+    from accounts.authentication import _api_key_row
+    from openspark.core.cache import API_KEY, api_key_scope, cache_value_get, cache_value_set
+
     unlimited(user)
     key, raw = api_key_create(user=user, name="edge")
     with _client(edge_server, raw) as client:
         _kept(client, LIST)
-        stale = timezone.now() - dt.timedelta(minutes=5)
+        # The key's cached row says it was last used five minutes ago (time passing).
         key.refresh_from_db()
+        stale = timezone.now() - dt.timedelta(minutes=5)
         key.last_used_at = stale
-        key.save(update_fields=["last_used_at"])
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=stale)
+        scope = api_key_scope(key.key_hash)
+        cache_value_set(API_KEY, key=key.key_hash, value=_api_key_row(key), scopes=scope)
+        hits = _hits("user_conversations")
         assert client.get(LIST).status_code == 200
-    key.refresh_from_db()
-    assert key.last_used_at > stale + dt.timedelta(minutes=4)
+        assert _hits("user_conversations") == hits + 1  # replayed, counted once
+        # Written by the edge, just after the response.
+        assert wait_for(
+            lambda: ApiKey.objects.get(pk=key.pk).last_used_at > stale + dt.timedelta(minutes=4)
+        )
+        key.refresh_from_db()
+        row = cache_value_get(API_KEY, key=key.key_hash, scopes=scope)
+        assert row is not None  # stored again with the new time, not dropped
+        assert [client.get(LIST).status_code for _ in range(3)] == [200] * 3
+        assert _hits("user_conversations") == hits + 4
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == key.last_used_at  # once a minute
 
 
 def test_requests_with_cookies_or_without_a_key_are_djangos(edge_server, user):
@@ -227,3 +250,24 @@ def test_a_live_part_is_kept_apart_only_when_joining_it_back_gives_the_same_byte
     assert _live_split(b"[1, 2]", "usage") is None
     assert _live_split(b"{not json", "usage") is None
     assert _live_split(b'{"a": 1, "usage": 2}', "usage") is None  # not DRF's rendering
+
+
+def test_ignored_parameters_and_header_variants_do_not_multiply_kept_responses(edge_server, user):
+    unlimited(user)
+    Conversation.objects.create(owner=user, title="t")
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        kept = entries_kept()
+        for query in ("x=1", "x=2", "page=1&page=1", "page=01x", "page_size=5&junk="):
+            for _ in range(2):
+                assert client.get(f"{LIST}?{query}").status_code in (200, 404)
+        # Another Accept-Language is another response (Content-Language), kept in the same
+        # place: the right one each time, never one more copy per variant.
+        for language, expected in [("zh-hans", "zh-hans"), ("en", "en")] * 2:
+            responses = [client.get(LIST, headers={"Accept-Language": language}) for _ in range(3)]
+            assert [r.headers["Content-Language"] for r in responses] == [expected] * 3
+        for n in range(20):
+            client.get(LIST, headers={"Accept-Language": f"x-{n}"})
+        time.sleep(0.5)  # past any store still on its way
+        assert entries_kept() - kept == set()

@@ -113,13 +113,14 @@ return #KEYS
 # Whole responses replayed ahead of Django (edge.py). An entry is a hash: `v` the versions its
 # reads saw, `k` their counters' keys (newline-separated), `s` its namespace's stats key, `n`
 # the namespace, `h` the response headers, `b` the body, `l` the name of its live part ('' if
-# none). KEYS[1]: the entry. ARGV[1]: count a hit (1/0). Returns {1, headers, body, namespace,
-# live part} while
-# every counter still holds the value its reads saw, else {0}; a miss is not counted here (the
-# view's own read counts it).
+# none), `y` the request headers it was made for.
+# KEYS[1]: the entry. ARGV[1]: the request's headers (as `y`). Returns {1, headers, body,
+# namespace, live part} (and counts a hit) when the headers match and every counter still
+# holds the value its reads saw, else {0}; a miss is not counted here (the view's own read
+# counts it).
 EDGE_READ = """
-local e = redis.call('HMGET', KEYS[1], 'v', 'k', 's', 'n', 'h', 'b', 'l')
-if not e[1] then return {0} end
+local e = redis.call('HMGET', KEYS[1], 'v', 'k', 's', 'n', 'h', 'b', 'l', 'y')
+if not e[1] or e[8] ~= ARGV[1] then return {0} end
 local parts = {}
 local i = 0
 for k in string.gmatch(e[2], '[^\\n]+') do
@@ -127,19 +128,20 @@ for k in string.gmatch(e[2], '[^\\n]+') do
   parts[i] = redis.call('GET', k) or ''
 end
 if table.concat(parts, '.') ~= e[1] then return {0} end
-if ARGV[1] == '1' then redis.call('HINCRBY', e[3], 'hits', 1) end
+redis.call('HINCRBY', e[3], 'hits', 1)
 return {1, e[5], e[6], e[4], e[7]}
 """
 
 # KEYS: n counters. ARGV: n, the versions the response's reads saw, entry key, ttl, stats key,
-# namespace, headers, body, live part. Stores only if no counter moved since those reads (as STORE).
+# namespace, headers, body, live part, request headers. Stores only if no counter moved since
+# those reads (as STORE).
 EDGE_STORE = """
 local n = tonumber(ARGV[1])
 local parts = {}
 for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
 if table.concat(parts, '.') ~= ARGV[2] then return 0 end
 redis.call('HSET', ARGV[3], 'v', ARGV[2], 'k', table.concat(KEYS, '\\n'), 's', ARGV[5],
-  'n', ARGV[6], 'h', ARGV[7], 'b', ARGV[8], 'l', ARGV[9])
+  'n', ARGV[6], 'h', ARGV[7], 'b', ARGV[8], 'l', ARGV[9], 'y', ARGV[10])
 redis.call('EXPIRE', ARGV[3], ARGV[4])
 return 1
 """

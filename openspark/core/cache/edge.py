@@ -20,6 +20,7 @@ import contextvars
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgpack
 from rest_framework.renderers import JSONRenderer
@@ -32,7 +33,9 @@ from .namespaces import namespace_get
 
 @dataclass(slots=True)
 class EdgeEntry:
-    key: str
+    key: str  # the caller's credential, the path and the query string
+    vary: bytes = b""  # the request's other parts that can change the response
+    query: bytes = b""
     allowed: bool = False
     # A read answered without versions (cache off, Redis down, a value that would not decode):
     # what the response holds cannot be tied to counters, so it is not kept.
@@ -41,9 +44,15 @@ class EdgeEntry:
     namespace: str | None = None  # the first read's: where hits are counted
     ttl: int | None = None  # the shortest of the reads' namespaces' TTLs
     live: str = ""  # the response's live part (see `edge_allow`)
+    params: tuple[str, ...] = ()  # the query parameters the view reads
 
     def keepable(self) -> bool:
-        return self.allowed and not self.spoiled and bool(self.counters)
+        return (
+            self.allowed
+            and not self.spoiled
+            and bool(self.counters)
+            and _query_reads_only(self.query, self.params)
+        )
 
 
 _current: contextvars.ContextVar[EdgeEntry | None] = contextvars.ContextVar(
@@ -57,15 +66,33 @@ def edge_collect(entry: EdgeEntry) -> contextvars.Token:
     return _current.set(entry)
 
 
-def edge_allow(*, ttl: int | None = None, live: str = "") -> None:
+def _query_reads_only(query: bytes, params: tuple[str, ...]) -> bool:
+    """Whether the query string holds only `params`, once each, as plain numbers: responses
+    are kept per query string, and a caller must not be able to add kept copies of one
+    response by adding parameters the view ignores."""
+    if not query:
+        return True
+    seen = set()
+    for pair in query.split(b"&"):
+        name, _eq, value = pair.partition(b"=")
+        text = name.decode("ascii", "replace")
+        if text not in params or text in seen or not value.isdigit() or len(value) > 9:
+            return False
+        seen.add(text)
+    return True
+
+
+def edge_allow(*, ttl: int | None = None, live: str = "", params: tuple[str, ...] = ()) -> None:
     """Called by a view whose response is fully determined by its cached reads and the
     request's key: it may be replayed while those reads stay valid. `ttl` caps how long.
     `live`: the response's last field is computed afresh for each request (the edge knows
-    how: openspark/edge.py); the rest is kept."""
+    how: openspark/edge.py); the rest is kept. `params`: the query parameters it reads (the
+    response is kept only for queries of these, as numbers)."""
     entry = _current.get()
     if entry is not None:
         entry.allowed = True
         entry.live = live
+        entry.params = params
         if ttl is not None:
             entry.ttl = ttl if entry.ttl is None else min(entry.ttl, ttl)
 
@@ -98,20 +125,29 @@ def edge_entry_key(credential: str, shape: bytes) -> str:
     return edge_key(digest)
 
 
-def edge_read_prefetch(entry_key: str, *, count: bool = True) -> Prefetch | None:
-    """The entry's read, packed to ride another module's round trip (the limiter's)."""
+def edge_read_prefetch(entry_key: str, *, vary: bytes) -> Prefetch | None:
+    """The entry's read, packed to ride another module's round trip (the limiter's). A hit
+    is counted only for a request with the headers the entry was made for (`vary`)."""
     if not backend.healthy():
         return None
-    packed = backend.pack(backend.EDGE_READ, [entry_key], [int(count)])
+    packed = backend.pack(backend.EDGE_READ, [entry_key], [vary])
     return Prefetch(backend.location(), packed, backend.EDGE_READ)
 
 
-def edge_read_result(prefetch: Prefetch | None) -> tuple[list, bytes, str, str] | None:
-    """(headers, body, namespace, live part) of a valid entry, or None."""
+class Kept(NamedTuple):
+    headers: tuple
+    body: bytes
+    namespace: str
+    live: str
+
+
+def edge_read_result(prefetch: Prefetch | None) -> Kept | None:
+    """A valid entry, or None."""
     if prefetch is None or not isinstance(prefetch.reply, list) or prefetch.reply[0] != 1:
         return None
     _hit, headers, body, namespace, live = prefetch.reply
-    return msgpack.unpackb(headers, use_list=False), body, namespace.decode(), live.decode()
+    headers = msgpack.unpackb(headers, use_list=False)
+    return Kept(headers, body, namespace.decode(), live.decode())
 
 
 def edge_join_live(kept: bytes, live: str, value) -> bytes:
@@ -164,6 +200,7 @@ def edge_store(entry: EdgeEntry, headers: list[tuple[bytes, bytes]], body: bytes
                     msgpack.packb(headers),
                     body,
                     entry.live,
+                    entry.vary,
                 ],
             )
         )

@@ -42,7 +42,7 @@ def cached_page_response(
 
     data = cache_get_or_set(namespace, key=(*key, page, page_size), compute=compute, scopes=scopes)
     # The response is this read plus the request's own URL: it may be replayed (edge.py).
-    edge_allow()
+    edge_allow(params=(paginator.page_query_param, paginator.page_size_query_param))
     url = request.build_absolute_uri()
     number, param = data["number"], paginator.page_query_param
     next_link = replace_query_param(url, param, number + 1) if number < data["num_pages"] else None

@@ -216,10 +216,19 @@ def _compute_and_store(
     return loads(data)
 
 
-def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()):
-    """A plain read (no compute, no lock): the value or None. Counted as a hit or a miss."""
+# What a read saw (its versions and full key): a value made after the read and stored with
+# `cache_value_set(seen=…)` is stored only if no version moved since, so a value loaded from
+# the database just before a write committed is never kept under the write's versions.
+Seen = _Lookup
+
+
+def cache_value_read(
+    namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
+) -> tuple[object, Seen | None]:
+    """A plain read (no compute, no lock): (the value or None, what it saw). Counted as a hit
+    or a miss."""
     if not cache_enabled():
-        return None
+        return None, None
     ns = namespace_get(namespace)
     vkeys = version_keys(ns.name, scopes_normalize(scopes))
     try:
@@ -228,10 +237,15 @@ def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
         )
     except backend.Unavailable:
         stats.record(ns.name, "errors")
-        return None
+        return None, None
     finally:
         stats.flush()
-    return loads(found.value) if found.hit else None
+    return (loads(found.value) if found.hit else None), found
+
+
+def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()):
+    """A plain read (no compute, no lock): the value or None. Counted as a hit or a miss."""
+    return cache_value_read(namespace, key=key, scopes=scopes)[0]
 
 
 def cache_value_prefetch(
@@ -246,31 +260,47 @@ def cache_value_prefetch(
     return Prefetch(backend.location(), backend.pack(backend.READ, keys, args), backend.READ)
 
 
-def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object]:
-    """(answered, value): the value (None on a miss) if the read went out and succeeded;
-    (False, None) means read it with `cache_value_get`. Hits and misses were counted by the
-    script, as for any read."""
+def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object, Seen | None]:
+    """(answered, value, what it saw): the value (None on a miss) if the read went out and
+    succeeded; (False, None, None) means read it with `cache_value_read`. Hits and misses
+    were counted by the script, as for any read."""
     if prefetch is None or prefetch.reply is NOT_SENT or isinstance(prefetch.reply, Exception):
-        return False, None
+        return False, None, None
     found = _lookup_from(prefetch.reply)
-    return True, (loads(found.value) if found.hit else None)
+    return True, (loads(found.value) if found.hit else None), found
 
 
-def cache_value_set(namespace: str, *, key, value, scopes: Scope | Iterable[Scope] = ()) -> None:
-    """Store a value computed elsewhere (e.g. a model's reply) for the namespace's TTL."""
+def cache_value_set(
+    namespace: str,
+    *,
+    key,
+    value,
+    scopes: Scope | Iterable[Scope] = (),
+    seen: Seen | None = None,
+) -> None:
+    """Store a value computed elsewhere (e.g. a model's reply) for the namespace's TTL.
+    `seen`: the read the value was made after (see `Seen`); without it the value is stored
+    under the current versions."""
     if not cache_enabled():
         return
     ns = namespace_get(namespace)
     vkeys = version_keys(ns.name, scopes_normalize(scopes))
-    try:
-        # A read without counting gives the key for the current versions.
-        found = _lookup(
-            ns.name, value_base_key(ns.name, key), vkeys, count=False, lock_ms=0, token="", hot=None
-        )
-    except backend.Unavailable:
-        stats.record(ns.name, "errors")
-        return
-    _store(ns.name, found, vkeys, dumps(value), ns.ttl, "")
+    if seen is None:
+        try:
+            # A read without counting gives the key for the current versions.
+            seen = _lookup(
+                ns.name,
+                value_base_key(ns.name, key),
+                vkeys,
+                count=False,
+                lock_ms=0,
+                token="",
+                hot=None,
+            )
+        except backend.Unavailable:
+            stats.record(ns.name, "errors")
+            return
+    _store(ns.name, seen, vkeys, dumps(value), ns.ttl, "")
 
 
 def cache_purge(namespace: str) -> int:
