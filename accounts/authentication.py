@@ -10,6 +10,7 @@ layer limits them)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -25,7 +26,7 @@ from openspark.core.cache.service import (
 )
 
 from .keys import KEY_PREFIX, api_key_hash
-from .models import ApiKey
+from .models import ApiKey, api_key_active
 
 # last_used_at is informative; writing it on every request would turn reads into writes.
 _LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
@@ -100,8 +101,8 @@ def api_key_resolve(raw_key: str, *, prefetch: Prefetch | None = None) -> ApiKey
     return _api_key_active(raw_key, prefetch)[0]
 
 
-def api_key_last_use_due(key: ApiKey) -> bool:
-    return key.last_used_at is None or timezone.now() - key.last_used_at > _LAST_USED_RESOLUTION
+def api_key_last_use_due(last_used_at: dt.datetime | None) -> bool:
+    return last_used_at is None or timezone.now() - last_used_at > _LAST_USED_RESOLUTION
 
 
 def api_key_touch(key: ApiKey, seen: Seen | None) -> None:
@@ -118,17 +119,33 @@ def api_key_touch(key: ApiKey, seen: Seen | None) -> None:
         )
 
 
-def api_key_prefetched(prefetch: Prefetch | None) -> tuple[ApiKey, Seen] | None:
+_KEY_AT = {name: n for n, name in enumerate(_KEY_FIELDS)}
+_USER_AT = {name: n for n, name in enumerate(_USER_FIELDS)}
+
+
+class CachedKey(NamedTuple):
+    user_id: int
+    last_used_at: dt.datetime | None
+    row: dict
+    seen: Seen
+
+    def touch(self) -> None:
+        api_key_touch(_api_key_from_row(self.row), self.seen)
+
+
+def api_key_prefetched(prefetch: Prefetch | None) -> CachedKey | None:
     """For the edge (openspark/edge.py), which answers without DRF: the active key whose
-    cached row `prefetch` brought back, with what the read saw; None sends the request on
-    to DRF (a miss, or a key or user that is not active)."""
+    cached row `prefetch` brought back (read off the row: no model is built); None sends the
+    request on to DRF (a miss, or a key or user that is not active)."""
     answered, row, seen = cache_value_prefetched(prefetch)
     if not answered or row is None:
         return None
-    key = _api_key_from_row(row)
-    if not key.is_active or not key.user.is_active:
+    key, user = row["key"], row["user"]
+    if not user[_USER_AT["is_active"]] or not api_key_active(
+        key[_KEY_AT["revoked_at"]], key[_KEY_AT["expires_at"]]
+    ):
         return None
-    return key, seen
+    return CachedKey(key[_KEY_AT["user_id"]], key[_KEY_AT["last_used_at"]], row, seen)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -151,7 +168,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key, seen = _api_key_active(raw_key, prefetch)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
-        if api_key_last_use_due(key):
+        if api_key_last_use_due(key.last_used_at):
             api_key_touch(key, seen)
         return key.user, key
 

@@ -39,6 +39,11 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > timezone.now()
+        return api_key_active(self.revoked_at, self.expires_at)
+
+
+def api_key_active(revoked_at, expires_at) -> bool:
+    """Whether a key with these values may be used now (also read off cached rows)."""
+    if revoked_at is not None:
+        return False
+    return expires_at is None or expires_at > timezone.now()

@@ -6,7 +6,8 @@ cache layer on and one with CACHE_ENABLED=0, on one database and one private Red
 
 Data set: 1,000 users; the measured user has 100 conversations of 200 messages each (the
 others 3 conversations of 10 messages).
-1. p50/p95 latency (sequential, interleaved rounds) and req/s (8 concurrent clients) of
+1. p50/p95 latency (sequential, interleaved rounds; with httpx and with a raw-socket
+   client, whose own cost is next to nothing) and req/s (8 concurrent httpx clients) of
    GET conversations/, GET conversations/{id}/messages/ (default page and page_size=200)
    and GET me/, cached vs caching off.
 2. Stale reads: writes through either server (PATCH a title, POST feedback), each followed by
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -187,6 +189,57 @@ def seed() -> dict:
     return {"key": raw, "conversation": conversation.id, "reply": reply.id}
 
 
+class RawClient:
+    """A keep-alive HTTP/1.1 client on a plain blocking socket: next to nothing of its own in
+    the time it measures (httpx adds ~1 ms per request here, more than a replayed response
+    costs the server), so its figures are the server's response time."""
+
+    def __init__(self, url: str, key: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host = f"{host}:{port}".encode()
+        self.key = key.encode()
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.sock.sendall(
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+            % (path.encode(), self.host, self.key)
+        )
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(self.buffer) < length:
+            self.buffer += self._recv()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), body
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    def latencies(self, path: str, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            status, body = self.get(path)
+            out.append((time.perf_counter() - started) * 1000)
+            assert status == 200, body[:500]
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 async def _latencies(client: httpx.AsyncClient, path: str, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -225,14 +278,22 @@ async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> Non
         f"\n1. latency: {args.rounds} interleaved rounds x {args.per_round} sequential "
         f"requests per server; throughput: 8 concurrent clients, 2 x {args.seconds:.0f} s"
     )
-    print(f"{'endpoint':44} {'':8} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
+    print(
+        f"{'endpoint':44} {'':8} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}"
+        f"   {'raw-socket client':>17} p50 / p95 ms"
+    )
     for path in paths:
         lat = {name: [] for name in clients}
+        raw = {name: [] for name in clients}
         for client in clients.values():  # warm-up (fills the cache)
             await _latencies(client, path, 20)
         for _ in range(args.rounds):
             for name, client in clients.items():
                 lat[name] += await _latencies(client, path, args.per_round)
+                # A new connection per batch: the server closes idle ones after 5 s.
+                raw_client = RawClient(urls[name], key)
+                raw[name] += raw_client.latencies(path, args.per_round)
+                raw_client.close()
         rps = {name: [] for name in clients}
         for _ in range(2):
             for name, client in clients.items():
@@ -243,19 +304,28 @@ async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> Non
                 percentile(lat[name], 0.5),
                 percentile(lat[name], 0.95),
                 statistics.mean(rps[name]),
+                percentile(raw[name], 0.5),
+                percentile(raw[name], 0.95),
             )
-            p50, p95, rate = rows[name]
-            print(f"{path:44} {name:8} {p50:8.2f} {p95:8.2f} {rate:8.0f}")
+            p50, p95, rate, raw50, raw95 = rows[name]
+            print(
+                f"{path:44} {name:8} {p50:8.2f} {p95:8.2f} {rate:8.0f}",
+                f"  {raw50:17.2f} / {raw95:.2f}",
+            )
         c, u = rows["cached"], rows["off"]
         print(
             f"{'':44} {'saving':8} {1 - c[0] / u[0]:8.0%} {1 - c[1] / u[1]:8.0%} "
-            f"{c[2] / u[2]:7.1f}x"
+            f"{c[2] / u[2]:7.1f}x   {1 - c[3] / u[3]:17.0%} / {1 - c[4] / u[4]:.0%}"
         )
     # The floor: what any request through this stack costs before a view does anything.
     floor = await _latencies(clients["cached"], "/healthz", 300)
+    raw_client = RawClient(urls["cached"], key)
+    raw_floor = raw_client.latencies("/healthz", 300)
+    raw_client.close()
     print(
         f"{'/healthz (no auth, no view work: the floor)':44} {'':8} "
-        f"{percentile(floor, 0.5):8.2f} {percentile(floor, 0.95):8.2f}"
+        f"{percentile(floor, 0.5):8.2f} {percentile(floor, 0.95):8.2f} {'':8}   "
+        f"{percentile(raw_floor, 0.5):17.2f} / {percentile(raw_floor, 0.95):.2f}"
     )
     for client in clients.values():
         await client.aclose()

@@ -29,7 +29,6 @@ from accounts.authentication import (
     api_key_last_use_due,
     api_key_prefetch,
     api_key_prefetched,
-    api_key_touch,
 )
 from accounts.keys import api_key_hash
 from openspark.core.asgi import REQUEST_ATTRS
@@ -104,6 +103,27 @@ class _Prepared:
         self.query = query
 
 
+_view_classes: dict[tuple[str, str], type | None] = {}
+
+
+def _view_class(path: str) -> type | None:
+    """The DRF view class a path resolves to (memoised: resolving costs more than the whole
+    replay; bounded, as paths hold ids)."""
+    memo = (settings.ROOT_URLCONF, path)
+    try:
+        return _view_classes[memo]
+    except KeyError:
+        pass
+    try:
+        view_class = getattr(resolve(path).func, "cls", None)
+    except Resolver404:
+        view_class = None
+    if len(_view_classes) >= 10_000:
+        _view_classes.clear()
+    _view_classes[memo] = view_class
+    return view_class
+
+
 def _prepare(scope) -> _Prepared | None:
     """What the check needs, from memory only; None when this request is not the edge's."""
     path = scope["path"]
@@ -125,16 +145,13 @@ def _prepare(scope) -> _Prepared | None:
     if authorization is None or authorization[:7].lower() != b"bearer ":
         return None
     raw_key = authorization[7:].strip().decode("latin-1")
-    if not raw_key or any(c.isspace() for c in raw_key):
+    if len(raw_key.split()) != 1:
         return None  # DRF answers the malformed header
     known = api_key_cache.peek(raw_key)
     config = limiter_config_peek()
     if known is None or known[0] is None or config is None:
         return None
-    try:
-        view_class = getattr(resolve(path).func, "cls", None)
-    except Resolver404:
-        return None
+    view_class = _view_class(path)
     layers = view_layers(view_class) if view_class is not None else frozenset()
     if not layers:
         return None
@@ -199,7 +216,7 @@ class EdgeApp:
             if (
                 kept is not None
                 and active is not None
-                and active[0].user_id == prepared.identity.user_id
+                and active.user_id == prepared.identity.user_id
             ):
                 body = kept.body
                 if kept.live:
@@ -210,8 +227,8 @@ class EdgeApp:
                 if body is not None:
                     stats.record_latency(kept.namespace, time.perf_counter() - started)
                     await _send(send, kept.headers, body, decision)
-                    if api_key_last_use_due(active[0]):
-                        await asyncio.to_thread(api_key_touch, *active)
+                    if api_key_last_use_due(active.last_used_at):
+                        await asyncio.to_thread(active.touch)
                     return None
             # Django answers; a 200 for this key is its user's (no cookies, the key is
             # authenticated first), so it may be kept for the key whatever was checked here.

@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -414,7 +415,7 @@ def _pack(prefix: str, rules: list[Rule], peek: bool) -> bytes:
 
 
 def limiter_consume(
-    *, rules: list[Rule], who: str = "", peek: bool = False, also=()
+    *, rules: Sequence[Rule], who: str = "", peek: bool = False, also=()
 ) -> LimitDecision:
     """Check `rules` together; consume one unit from each only if every enforcing rule admits
     (shadow rules are counted but never refuse). `peek` reads without consuming (and is not
@@ -480,7 +481,7 @@ class PeekRead:
     url: str
     packed: bytes
     script: str
-    rules: list[Rule]
+    rules: Sequence[Rule]
     reply: object = None
 
 

@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db.models import Q
+from django.dispatch import receiver
 from django.utils import timezone
 
 from .models import AccessListEntry, ExtraRule, LayerPolicy, Plan, TokenUsage
@@ -100,6 +102,9 @@ class LimiterConfig:
     allow_networks: tuple = ()
     deny_networks: tuple = ()
     loaded_at: float = field(default_factory=time.monotonic)
+    # Rules built from this snapshot, per caller and path (throttling.services): the same
+    # callers come back many times within a snapshot's life.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def plan(self, plan_id: int | None) -> PlanLimits:
         return self.plans.get(plan_id) or self.default_plan
@@ -150,6 +155,13 @@ def limiter_config_peek() -> LimiterConfig | None:
 
 def limiter_config_invalidate() -> None:
     _config_cache.clear()
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **_kwargs) -> None:
+    # Rules read THROTTLE_* settings too; a snapshot (and its memo) must not outlive them.
+    if setting.startswith("THROTTLE_"):
+        limiter_config_invalidate()
 
 
 def _plan_limits(plan: Plan) -> PlanLimits:

@@ -231,11 +231,30 @@ def _listed(config: LimiterConfig, identity: Identity, users, networks) -> bool:
     return any(address.version == net.version and address.subnet_of(net) for net in networks)
 
 
+_MEMO_MAX = 10_000
+
+
 def limiter_rules_build(
     *, config: LimiterConfig, identity: Identity, path: str, layers: frozenset[str]
+) -> tuple[Rule, ...] | None:
+    """The rules a request must pass, for one round trip; None when the caller is
+    deny-listed. Allow-listed callers keep only the global layer. Memoised per snapshot."""
+    memo = (identity, path, layers)
+    try:
+        return config.memo[memo]
+    except KeyError:
+        pass
+    rules = _rules_build(config=config, identity=identity, path=path, layers=layers)
+    rules = None if rules is None else tuple(rules)
+    if len(config.memo) >= _MEMO_MAX:
+        config.memo.clear()
+    config.memo[memo] = rules
+    return rules
+
+
+def _rules_build(
+    *, config: LimiterConfig, identity: Identity, path: str, layers: frozenset[str]
 ) -> list[Rule] | None:
-    """The rules a request must pass, in one list for one round trip; None when the caller
-    is deny-listed. Allow-listed callers keep only the global layer."""
     if _listed(config, identity, config.deny_users, config.deny_networks):
         return None
     allow_listed = _listed(config, identity, config.allow_users, config.allow_networks)
@@ -344,12 +363,24 @@ def listed_get(*, config: LimiterConfig, identity: Identity) -> str | None:
     return None
 
 
-def _status_rules(*, config: LimiterConfig, identity: Identity) -> list[Rule] | None:
+def _status_rules(*, config: LimiterConfig, identity: Identity) -> tuple[Rule, ...] | None:
     """Every rule the caller is under (every endpoint group included); None when
-    deny-listed."""
+    deny-listed. Memoised per snapshot."""
+    memo = ("status", identity)
+    try:
+        return config.memo[memo]
+    except KeyError:
+        pass
     rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
-    if rules is None:
-        return None
+    if rules is not None:
+        rules = _with_endpoint_groups(config, identity, list(rules))
+    if len(config.memo) >= _MEMO_MAX:
+        config.memo.clear()
+    config.memo[memo] = rules
+    return rules
+
+
+def _with_endpoint_groups(config: LimiterConfig, identity: Identity, rules: list[Rule]):
     for prefix, _group in ENDPOINT_GROUPS:
         for rule in (
             limiter_rules_build(
@@ -362,7 +393,7 @@ def _status_rules(*, config: LimiterConfig, identity: Identity) -> list[Rule] | 
         ):
             if rule not in rules:
                 rules.append(rule)
-    return rules
+    return tuple(rules)
 
 
 def limiter_status_get(*, identity: Identity) -> list | None:

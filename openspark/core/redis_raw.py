@@ -84,7 +84,7 @@ class ScriptConnections:
         try:
             # One buffer: redis-py writes each list item with its own sendall (a syscall each).
             conn.send_packed_command(
-                [b"".join(packed for packed, _script in commands)], check_health=False
+                [b"".join([packed for packed, _script in commands])], check_health=False
             )
             replies = [_read(conn) for _command in commands]
             for n, reply in enumerate(replies):

@@ -44,8 +44,16 @@ def api_key_scope(key_hash: str) -> tuple[str, str]:
     return ("api_key", key_hash)
 
 
+# make_key depends only on the settings (prefix, version, key function); `caches["default"]`
+# is a per-thread lookup that costs more than the key itself, so its make_key is kept.
+_make_key = None
+
+
 def _make(raw: str) -> str:
-    return str(caches["default"].make_key(raw))
+    global _make_key
+    if _make_key is None:
+        _make_key = caches["default"].make_key
+    return str(_make_key(raw))
 
 
 # Counters, stats and hot-set keys depend only on the settings and a namespace, and every
@@ -62,8 +70,20 @@ def _make_fixed(raw: str) -> str:
 
 @receiver(setting_changed)
 def _forget_fixed(*, setting: str, **_kwargs) -> None:
+    global _make_key
     if setting == "CACHES":
         _fixed.clear()
+        _make_key = None
+        for forget in _forgetters:
+            forget()
+
+
+_forgetters: list = []
+
+
+def forget_when_caches_change(clear) -> None:
+    """Register `clear()` for memos of keys (they follow the CACHES setting, as in tests)."""
+    _forgetters.append(clear)
 
 
 _UNREADABLE = re.compile(r"[\s|:]")  # \s is str.isspace() for str patterns

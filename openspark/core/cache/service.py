@@ -21,6 +21,7 @@ from .backend import NOT_SENT, Prefetch
 from .edge import edge_read_noted
 from .keys import (
     Scope,
+    forget_when_caches_change,
     hot_key,
     namespace_pattern,
     scopes_normalize,
@@ -248,16 +249,28 @@ def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
     return cache_value_read(namespace, key=key, scopes=scopes)[0]
 
 
-def cache_value_prefetch(
-    namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()
-) -> Prefetch | None:
-    """None when the cache is off or recovering (read it the normal way then)."""
+# A read packed for a (namespace, key, scopes) is the same bytes every time (the API key's, on
+# every request): packed once, for a bounded number of them.
+_packed_reads: dict[tuple, bytes] = {}
+forget_when_caches_change(_packed_reads.clear)
+
+
+def cache_value_prefetch(namespace: str, *, key, scopes: Scope | tuple = ()) -> Prefetch | None:
+    """None when the cache is off or recovering (read it the normal way then). `key` and
+    `scopes` must be hashable (strings and tuples)."""
     if not cache_enabled() or not backend.healthy():
         return None
-    ns = namespace_get(namespace)
-    vkeys = version_keys(ns.name, scopes_normalize(scopes))
-    keys, args = _read_call(ns.name, value_base_key(ns.name, key), vkeys, True, 0, "", None)
-    return Prefetch(backend.location(), backend.pack(backend.READ, keys, args), backend.READ)
+    memo = (namespace, key, scopes)
+    packed = _packed_reads.get(memo)
+    if packed is None:
+        ns = namespace_get(namespace)
+        vkeys = version_keys(ns.name, scopes_normalize(scopes))
+        keys, args = _read_call(ns.name, value_base_key(ns.name, key), vkeys, True, 0, "", None)
+        packed = backend.pack(backend.READ, keys, args)
+        if len(_packed_reads) >= 10_000:
+            _packed_reads.clear()
+        _packed_reads[memo] = packed
+    return Prefetch(backend.location(), packed, backend.READ)
 
 
 def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object, Seen | None]:
