@@ -270,7 +270,10 @@ async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> Non
     headers = {"Authorization": f"Bearer {key}"}
     clients = {
         name: httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=16)
+            base_url=url,
+            headers=headers,
+            timeout=30,
+            limits=httpx.Limits(max_connections=16, keepalive_expiry=3),
         )
         for name, url in urls.items()
     }
