@@ -127,8 +127,8 @@ def _view_class(path: str) -> type | None:
 def _prepare(scope) -> _Prepared | None:
     """What the check needs, from memory only; None when this request is not the edge's."""
     path = scope["path"]
-    if not path.startswith(API_PREFIX):
-        return None
+    if not path.startswith(API_PREFIX) or scope.get("root_path"):
+        return None  # (mounted under a prefix, Django's path would not be this one)
     authorization = None
     forwarded_for = []
     query = scope.get("query_string", b"")

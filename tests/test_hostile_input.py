@@ -68,8 +68,16 @@ def test_hostile_query_strings_never_cause_a_500(auth_client, client):
     for method, path in _paths(client):
         if method != "get":
             continue
-        for query in ("page=-1", "page=abc", "page_size=999999", "page=1&page_size=0", "%00=%ff"):
+        too_many = "&".join(f"f{n}=1" for n in range(1500))  # > DATA_UPLOAD_MAX_NUMBER_FIELDS
+        for query in ("page=-1", "page=abc", "page_size=999999", "page=1&page_size=0", "%00=%ff",
+                      too_many):  # fmt: skip
             _assert_error_shape(auth_client.get(f"{path}?{query}"))
+
+
+def test_a_host_not_allowed_gets_the_error_shape_too(auth_client):
+    response = auth_client.get("/api/v1/me/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    _assert_error_shape(response)
 
 
 def test_ids_beyond_64_bits_in_urls_and_frames_are_404_or_400(auth_client):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import OperationalError
 from django.http import Http404, JsonResponse
@@ -98,6 +99,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         exc = DependencyUnavailable(
             DATABASE_UNAVAILABLE, headers={"Retry-After": DATABASE_RETRY_AFTER}
         )
+    if isinstance(exc, RequestDataTooBig):  # as in middleware.ApiErrorMiddleware
+        exc = ApplicationError(str(exc), code="file_too_large", status_code=413)
+    elif isinstance(exc, SuspiciousOperation):
+        # e.g. more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS: the client's fault.
+        exc = ApplicationError(str(exc), code="bad_request", status_code=400)
     if isinstance(exc, ApplicationError):
         return Response(
             error_body(exc.code, exc.message, exc.details),

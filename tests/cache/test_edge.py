@@ -271,3 +271,30 @@ def test_ignored_parameters_and_header_variants_do_not_multiply_kept_responses(e
             client.get(LIST, headers={"Accept-Language": f"x-{n}"})
         time.sleep(0.5)  # past any store still on its way
         assert entries_kept() - kept == set()
+
+
+def test_hostile_requests_get_djangos_answers_never_a_500(edge_server, user):
+    unlimited(user)
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        answers = [
+            client.get(LIST, headers={"Authorization": b"Bearer osk_\xff\xfe"}),
+            client.get(LIST, headers={"Authorization": "Bearer"}),
+            client.get(LIST, headers={"Authorization": f"bearer {raw}"}),  # any case, as DRF
+            client.get(LIST + "?" + "page=1&" * 2000),
+            client.get(LIST + "?page=999999999999"),
+            client.get("/api/v1/conversations/99999999999999999999/messages/"),
+            client.get("/api/v1/nowhere/"),
+            client.head(LIST),
+            client.get(LIST, headers={"Host": "evil.example"}),
+            client.get(LIST, headers={"Accept": "text/html"}),
+            client.request("GET", LIST, content=b"x" * 10_000),
+        ]
+    statuses = [a.status_code for a in answers]
+    assert statuses == [401, 401, 200, 400, 404, 404, 404, 200, 400, 406, 200], statuses
+    for answer in answers:
+        if answer.request.method != "HEAD":
+            assert answer.content.startswith(b"{"), (answer.status_code, answer.content[:300])
+    # (Django logs a refused Host with its traceback, as a security event; no error is.)
+    assert "Internal Server Error" not in edge_server.log(tail=None)
