@@ -84,6 +84,9 @@ _UNKEPT_HEADERS = frozenset(
 )
 
 
+# A larger response is sent but not kept (the largest page, 200 long messages, is far below).
+_KEEP_MAX_BYTES = 8 * 1024 * 1024
+
 # Live parts a kept response may have (a view's `edge_live`): how to read one in the same
 # round trip as the check, and how to make its value from the reply.
 _LIVE_PARTS = {"usage": (limiter_usage_prefetch, limiter_usage_prefetched)}
@@ -240,14 +243,19 @@ class EdgeApp:
         if entry is None:
             await self.app(scope, receive, send)
             return
-        sent: dict = {"status": None, "headers": (), "body": [], "complete": False}
+        sent: dict = {"keep": False, "headers": (), "body": [], "size": 0, "complete": False}
 
         async def capture(message) -> None:
             if message["type"] == "http.response.start":
-                sent["status"] = message["status"]
+                # The view has run by now: collect only what may be kept (a stream, say an
+                # SSE reply, never is, and is not held in memory).
+                sent["keep"] = message["status"] == 200 and entry.keepable()
                 sent["headers"] = message.get("headers", ())
-            elif message["type"] == "http.response.body":
-                sent["body"].append(message.get("body", b""))
+            elif message["type"] == "http.response.body" and sent["keep"]:
+                body = message.get("body", b"")
+                sent["size"] += len(body)
+                sent["keep"] = sent["size"] <= _KEEP_MAX_BYTES
+                sent["body"].append(body)
                 sent["complete"] = not message.get("more_body", False)
             await send(message)
 
@@ -258,9 +266,8 @@ class EdgeApp:
             token.var.reset(token)
         headers = [(bytes(n).lower(), bytes(v)) for n, v in sent["headers"]]
         if (
-            sent["status"] == 200
+            sent["keep"]
             and sent["complete"]
-            and entry.keepable()
             and not any(name == b"set-cookie" for name, _value in headers)
         ):
             kept = [(n, v) for n, v in headers if n not in _UNKEPT_HEADERS]
