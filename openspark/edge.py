@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from typing import NamedTuple
 
 from django.conf import settings
 from django.urls import Resolver404, resolve
@@ -44,7 +45,7 @@ from openspark.core.cache.edge import (
 )
 from throttling.middleware import API_PREFIX, view_layers
 from throttling.responses import decision_headers
-from throttling.selectors import limiter_config_peek
+from throttling.selectors import LimiterConfig, limiter_config_peek
 from throttling.services import (
     Identity,
     api_key_cache,
@@ -92,18 +93,15 @@ _KEEP_MAX_BYTES = 8 * 1024 * 1024
 _LIVE_PARTS = {"usage": (limiter_usage_prefetch, limiter_usage_prefetched)}
 
 
-class _Prepared:
-    __slots__ = ("config", "entry_key", "identity", "layers", "live", "query", "raw_key", "vary")
-
-    def __init__(self, raw_key, identity, config, layers, entry_key, live, vary, query) -> None:
-        self.raw_key = raw_key
-        self.identity = identity
-        self.config = config
-        self.layers = layers
-        self.entry_key = entry_key
-        self.live = live
-        self.vary = vary
-        self.query = query
+class _Prepared(NamedTuple):
+    raw_key: str
+    identity: Identity
+    config: LimiterConfig
+    layers: frozenset[str]
+    entry_key: str
+    live: str  # the view's live part, if any (`edge_live`)
+    vary: bytes  # the request's parts, besides path and query, that can change the response
+    query: bytes
 
 
 _view_classes: dict[tuple[str, str], type | None] = {}

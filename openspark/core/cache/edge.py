@@ -5,9 +5,9 @@ was built from was versioned: the entry records the version counters those reads
 read script replays it only while every one of them still holds that value. So a write that
 invalidates any of the reads invalidates the entry too, at the same moment and by the same
 bump; nothing is ever scanned or deleted to invalidate it. The entry's key is the caller's
-credential and everything of the request that can change the response (path, query, host,
-scheme, Accept, Accept-Language), so an entry is only ever replayed to the caller it was made
-for, for the same request.
+credential, the path and the query string; the request's other parts that can change the
+response (host, scheme, Accept, Accept-Language…) are recorded and must match. So an entry is
+only ever replayed to the caller it was made for, for the same request.
 
 Collection: the edge puts an `EdgeEntry` in a context variable for the request; the cache
 service notes each read's counters in it (`edge_read_noted`); after the response is sent the
