@@ -38,6 +38,7 @@ class MeApi(APIView):
 
     # The response is the cached profile plus this minute's usage, which the edge reads afresh
     # for each replay (openspark/edge.py).
+    edge_keeps = True
     edge_live = "usage"
 
     @extend_schema(responses=OutputSerializer, operation_id="me")

@@ -81,8 +81,9 @@ def asgi_application():
 
     django.setup()
     from openspark.core.asgi import get_asgi_application  # the project's HTTP handler
+    from openspark.edge import EdgeApp  # in front of it, as in openspark/asgi.py
 
-    return get_asgi_application()
+    return EdgeApp(get_asgi_application())
 
 
 def __getattr__(name):

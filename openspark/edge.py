@@ -153,7 +153,9 @@ def _prepare(scope) -> _Prepared | None:
     if known is None or known[0] is None or config is None:
         return None
     view_class = _view_class(path)
-    layers = view_layers(view_class) if view_class is not None else frozenset()
+    if not getattr(view_class, "edge_keeps", False):
+        return None  # a view whose responses are never kept: nothing to look for
+    layers = view_layers(view_class)
     if not layers:
         return None
     client = scope.get("client")

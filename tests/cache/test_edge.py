@@ -298,3 +298,15 @@ def test_hostile_requests_get_djangos_answers_never_a_500(edge_server, user):
             assert answer.content.startswith(b"{"), (answer.status_code, answer.content[:300])
     # (Django logs a refused Host with its traceback, as a security event; no error is.)
     assert "Internal Server Error" not in edge_server.log(tail=None)
+
+
+def test_views_not_marked_to_keep_are_left_to_django(edge_server, user):
+    unlimited(user)
+    _key, raw = api_key_create(user=user, name="edge")
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        kept = entries_kept()
+        for _ in range(4):
+            assert client.get("/api/v1/api-keys/").status_code == 200
+        time.sleep(0.5)  # past any store still on its way
+    assert entries_kept() == kept

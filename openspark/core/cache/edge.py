@@ -84,7 +84,8 @@ def _query_reads_only(query: bytes, params: tuple[str, ...]) -> bool:
 
 def edge_allow(*, ttl: int | None = None, live: str = "", params: tuple[str, ...] = ()) -> None:
     """Called by a view whose response is fully determined by its cached reads and the
-    request's key: it may be replayed while those reads stay valid. `ttl` caps how long.
+    request's key: it may be replayed while those reads stay valid (the view class says
+    `edge_keeps = True`, so the edge looks for kept responses of it at all). `ttl` caps how long.
     `live`: the response's last field is computed afresh for each request (the edge knows
     how: openspark/edge.py); the rest is kept. `params`: the query parameters it reads (the
     response is kept only for queries of these, as numbers)."""
