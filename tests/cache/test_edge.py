@@ -300,7 +300,7 @@ def test_hostile_requests_get_djangos_answers_never_a_500(edge_server, user):
     assert "Internal Server Error" not in edge_server.log(tail=None)
 
 
-def test_views_not_marked_to_keep_are_left_to_django(edge_server, user):
+def test_responses_of_views_that_do_not_keep_are_never_kept(edge_server, user):
     unlimited(user)
     _key, raw = api_key_create(user=user, name="edge")
     with _client(edge_server, raw) as client:
