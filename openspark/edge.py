@@ -43,6 +43,7 @@ from openspark.core.cache.edge import (
     edge_read_result,
     edge_store,
 )
+from openspark.core.memo import memoised
 from throttling.middleware import API_PREFIX, view_layers
 from throttling.responses import decision_headers
 from throttling.selectors import LimiterConfig, limiter_config_peek
@@ -109,20 +110,15 @@ _view_classes: dict[tuple[str, str], type | None] = {}
 
 def _view_class(path: str) -> type | None:
     """The DRF view class a path resolves to (memoised: resolving costs more than the whole
-    replay; bounded, as paths hold ids)."""
-    memo = (settings.ROOT_URLCONF, path)
-    try:
-        return _view_classes[memo]
-    except KeyError:
-        pass
-    try:
-        view_class = getattr(resolve(path).func, "cls", None)
-    except Resolver404:
-        view_class = None
-    if len(_view_classes) >= 10_000:
-        _view_classes.clear()
-    _view_classes[memo] = view_class
-    return view_class
+    replay)."""
+
+    def build() -> type | None:
+        try:
+            return getattr(resolve(path).func, "cls", None)
+        except Resolver404:
+            return None
+
+    return memoised(_view_classes, (settings.ROOT_URLCONF, path), build)
 
 
 def _prepare(scope) -> _Prepared | None:

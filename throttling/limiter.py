@@ -34,7 +34,7 @@ from typing import NamedTuple
 import redis
 from django.conf import settings
 
-from openspark.core.redis_raw import ScriptConnections, script_sha
+from openspark.core.redis_raw import ScriptCall, ScriptConnections, script_sha
 
 logger = logging.getLogger(__name__)
 
@@ -421,9 +421,9 @@ def limiter_consume(
     (shadow rules are counted but never refuse). `peek` reads without consuming (and is not
     counted in the stats). `who` is counted in the top-limited set when refused.
 
-    `also`: other script calls (each with `url`, `packed`, `script`, e.g. the cache's
-    Prefetch) sent in the same round trip when they go to the same Redis; each raw reply is
-    put in its `reply` (left alone when it could not be sent)."""
+    `also`: other script calls (`ScriptCall`s) sent in the same round trip when they go to
+    the same Redis; each raw reply is put in its `reply` (left alone when it could not be
+    sent)."""
     if not rules:
         return ALLOWED
     if health.down_until and health.is_down():
@@ -474,21 +474,18 @@ def _decision(rules: list[Rule], reply: list) -> LimitDecision:
 
 
 @dataclass(slots=True)
-class PeekRead:
+class PeekRead(ScriptCall):
     """A peek packed to ride another call's round trip (`limiter_consume(also=…)`); sent after
     that call's check, so it sees the budget the check left."""
 
-    url: str
-    packed: bytes
-    script: str
-    rules: Sequence[Rule]
-    reply: object = None
+    rules: Sequence[Rule] = ()
 
 
 def limiter_peek_prefetch(rules: list[Rule]) -> PeekRead | None:
     if not rules or (health.down_until and health.is_down()):
         return None
-    return PeekRead(settings.REDIS_URL, _pack(key_prefix(), rules, True), _SCRIPT, rules)
+    packed = _pack(key_prefix(), rules, True)
+    return PeekRead(settings.REDIS_URL, packed, _SCRIPT, rules=rules)
 
 
 def limiter_peek_result(read: PeekRead | None) -> LimitDecision | None:

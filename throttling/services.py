@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError
+from openspark.core.memo import memoised
 
 from .limiter import (
     LimitDecision,
@@ -105,14 +106,7 @@ _normalized: dict[str, str | None] = {}
 def ip_normalize(raw: str) -> str | None:
     """A canonical address; IPv6 clients are keyed by their /64, the block one host gets.
     Memoised: parsing costs ~6 µs and runs on every API request, for a few distinct peers."""
-    try:
-        return _normalized[raw]
-    except KeyError:
-        pass
-    if len(_normalized) >= 10_000:
-        _normalized.clear()
-    normalized = _normalized[raw] = _ip_normalize(raw)
-    return normalized
+    return memoised(_normalized, raw, lambda: _ip_normalize(raw))
 
 
 def _ip_normalize(raw: str) -> str | None:
@@ -231,25 +225,17 @@ def _listed(config: LimiterConfig, identity: Identity, users, networks) -> bool:
     return any(address.version == net.version and address.subnet_of(net) for net in networks)
 
 
-_MEMO_MAX = 10_000
-
-
 def limiter_rules_build(
     *, config: LimiterConfig, identity: Identity, path: str, layers: frozenset[str]
 ) -> tuple[Rule, ...] | None:
     """The rules a request must pass, for one round trip; None when the caller is
     deny-listed. Allow-listed callers keep only the global layer. Memoised per snapshot."""
-    memo = (identity, path, layers)
-    try:
-        return config.memo[memo]
-    except KeyError:
-        pass
-    rules = _rules_build(config=config, identity=identity, path=path, layers=layers)
-    rules = None if rules is None else tuple(rules)
-    if len(config.memo) >= _MEMO_MAX:
-        config.memo.clear()
-    config.memo[memo] = rules
-    return rules
+
+    def build() -> tuple[Rule, ...] | None:
+        rules = _rules_build(config=config, identity=identity, path=path, layers=layers)
+        return None if rules is None else tuple(rules)
+
+    return memoised(config.memo, (identity, path, layers), build)
 
 
 def _rules_build(
@@ -366,18 +352,12 @@ def listed_get(*, config: LimiterConfig, identity: Identity) -> str | None:
 def _status_rules(*, config: LimiterConfig, identity: Identity) -> tuple[Rule, ...] | None:
     """Every rule the caller is under (every endpoint group included); None when
     deny-listed. Memoised per snapshot."""
-    memo = ("status", identity)
-    try:
-        return config.memo[memo]
-    except KeyError:
-        pass
-    rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
-    if rules is not None:
-        rules = _with_endpoint_groups(config, identity, list(rules))
-    if len(config.memo) >= _MEMO_MAX:
-        config.memo.clear()
-    config.memo[memo] = rules
-    return rules
+
+    def build() -> tuple[Rule, ...] | None:
+        rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
+        return None if rules is None else _with_endpoint_groups(config, identity, list(rules))
+
+    return memoised(config.memo, ("status", identity), build)
 
 
 def _with_endpoint_groups(config: LimiterConfig, identity: Identity, rules: list[Rule]):

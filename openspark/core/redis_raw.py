@@ -14,8 +14,23 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
+
+NOT_SENT = object()
+
+
+@dataclass(slots=True)
+class ScriptCall:
+    """An EVALSHA of `script`, packed to ride another module's round trip (the rate limiter
+    pipelines the API key's cached-row read, the edge's reads and a budget peek with its own
+    check). Whoever sends it on a connection to `url` puts the raw reply in `reply`."""
+
+    url: str
+    packed: bytes
+    script: str
+    reply: object = NOT_SENT
 
 
 def pack_command(*parts) -> bytes:

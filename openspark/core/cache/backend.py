@@ -11,14 +11,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
+from openspark.core.redis_raw import (
+    ScriptCall,
+    ScriptConnections,
+    pack_command,
+    script_sha,
+)
 
 logger = logging.getLogger("openspark.cache")
 
@@ -149,19 +153,8 @@ return 1
 _SHAS = {src: script_sha(src) for src in (READ, STORE, RELEASE, BUMP, EDGE_READ, EDGE_STORE)}
 
 
-NOT_SENT = object()
-
-
-@dataclass(slots=True)
-class Prefetch:
-    """A script call packed for another module's round trip: the rate limiter pipelines the
-    API key's cached-row read (and the edge's entry read) with its own check. Whoever sends
-    it on a connection to `url` puts the raw reply in `reply`."""
-
-    url: str
-    packed: bytes
-    script: str
-    reply: object = NOT_SENT
+# A read packed for the rate limiter's round trip (see ScriptCall).
+Prefetch = ScriptCall
 
 
 class Unavailable(Exception):

@@ -68,22 +68,21 @@ def _make_fixed(raw: str) -> str:
     return made
 
 
-@receiver(setting_changed)
-def _forget_fixed(*, setting: str, **_kwargs) -> None:
-    global _make_key
-    if setting == "CACHES":
-        _fixed.clear()
-        _make_key = None
-        for forget in _forgetters:
-            forget()
-
-
-_forgetters: list = []
+_forgetters: list = [_fixed.clear]
 
 
 def forget_when_caches_change(clear) -> None:
     """Register `clear()` for memos of keys (they follow the CACHES setting, as in tests)."""
     _forgetters.append(clear)
+
+
+@receiver(setting_changed)
+def _forget_keys(*, setting: str, **_kwargs) -> None:
+    global _make_key
+    if setting == "CACHES":
+        _make_key = None
+        for forget in _forgetters:
+            forget()
 
 
 _UNREADABLE = re.compile(r"[\s|:]")  # \s is str.isspace() for str patterns

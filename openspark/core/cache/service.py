@@ -16,8 +16,11 @@ from typing import TypeVar
 
 from django.conf import settings
 
+from openspark.core.memo import memoised
+from openspark.core.redis_raw import NOT_SENT
+
 from . import backend, stats
-from .backend import NOT_SENT, Prefetch
+from .backend import Prefetch
 from .edge import edge_read_noted
 from .keys import (
     Scope,
@@ -260,16 +263,14 @@ def cache_value_prefetch(namespace: str, *, key, scopes: Scope | tuple = ()) -> 
     `scopes` must be hashable (strings and tuples)."""
     if not cache_enabled() or not backend.healthy():
         return None
-    memo = (namespace, key, scopes)
-    packed = _packed_reads.get(memo)
-    if packed is None:
+
+    def pack() -> bytes:
         ns = namespace_get(namespace)
         vkeys = version_keys(ns.name, scopes_normalize(scopes))
         keys, args = _read_call(ns.name, value_base_key(ns.name, key), vkeys, True, 0, "", None)
-        packed = backend.pack(backend.READ, keys, args)
-        if len(_packed_reads) >= 10_000:
-            _packed_reads.clear()
-        _packed_reads[memo] = packed
+        return backend.pack(backend.READ, keys, args)
+
+    packed = memoised(_packed_reads, (namespace, key, scopes), pack)
     return Prefetch(backend.location(), packed, backend.READ)
 
 
