@@ -152,7 +152,14 @@ def test_stampede_one_computer_others_wait(settings):
 
     def compute():
         computed.append(1)
-        time.sleep(0.3)  # a slow query
+        # A slow query: slower than it takes every reader to arrive (on a loaded 2-core box
+        # 32 threads can take more than a fixed 0.3 s to make their first read).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if ns_stats(stats_get(), "conversation_history")["misses"] >= 32:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)
         return {"answer": 42}
 
     def reader():
