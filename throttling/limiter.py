@@ -24,6 +24,7 @@ import collections
 import logging
 import math
 import os
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from openspark.core.redis_raw import ScriptCall, ScriptConnections, script_sha
 logger = logging.getLogger(__name__)
 
 ALGORITHM_CODES = {"token_bucket": "t", "sliding_window": "s", "fixed_window": "f"}
+_SCRIPT_ALGORITHMS = {"token_bucket": 0, "fixed_window": 1, "sliding_window": 2}  # limiter.lua
 _KEY_PARTS = {name: f"2{code}:" for name, code in ALGORITHM_CODES.items()}  # after the prefix
 _SCRIPT = (Path(__file__).parent / "lua" / "limiter.lua").read_text()
 _SCRIPT_SHA = script_sha(_SCRIPT)
@@ -370,16 +372,19 @@ def _bulk(value: str) -> str:
 def _header(n: int) -> bytes:
     header = _headers.get(n)
     if header is None:
-        # EVALSHA sha numkeys key*n mode (limit period algorithm shadow)*n
+        # EVALSHA sha numkeys key*n mode rule*n
         parts = ["EVALSHA", _SCRIPT_SHA, str(n)]
-        header = _headers[n] = (f"*{4 + 5 * n}\r\n" + "".join(map(_bulk, parts))).encode()
+        header = _headers[n] = (f"*{4 + 2 * n}\r\n" + "".join(map(_bulk, parts))).encode()
     return header
 
 
 def _args(spec: tuple) -> bytes:
     limit, period, algorithm, shadow = spec
-    values = (str(int(limit)), str(int(period) * 1_000_000), ALGORITHM_CODES[algorithm])
-    packed = ("".join(map(_bulk, values)) + _bulk("1" if shadow else "0")).encode()
+    # Binary, as limiter.lua unpacks it: parsing numbers from text costs the script more.
+    value = struct.pack(
+        "<ddBB", limit, period * 1_000_000, _SCRIPT_ALGORITHMS[algorithm], 1 if shadow else 0
+    )
+    packed = b"$%d\r\n%s\r\n" % (len(value), value)
     if len(_rule_args) < 10_000:
         _rule_args[spec] = packed
     return packed
