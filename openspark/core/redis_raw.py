@@ -3,11 +3,14 @@ every API request (the rate limiter's check and the API key's cached-row read), 
 into one round trip when both go to the same server (`evalsha_many`).
 
 redis-py spends ~18 µs of a ~40 µs EVALSHA in its own bookkeeping (pool checkout with a
-socket poll, retry wrapper, response callbacks; profiled in docs/performance.md). Here a
-connection is taken from a per-URL stack for one command and put back only after a complete
-reply, so a connection on the stack never has unread data; one that fails is closed. A
-connection the server closed while idle is replaced once (the script did not run); a timeout
-is not retried (it may have). After fork the child forgets the parent's connections."""
+socket poll, retry wrapper, response callbacks; profiled in docs/performance.md), and a few
+more µs in its connection's send and read layers. Here redis-py only opens a connection (TLS,
+AUTH, SELECT, as the client's settings say); the command is then written on its socket and
+the reply read with a hiredis reader of our own (`_Link`). A link is taken from a per-URL
+stack for one command and put back only after a complete reply, so a link on the stack never
+has unread data; one that fails is closed. A link the server closed while idle is replaced
+once (the script did not run); a timeout is not retried (it may have). After fork the child
+forgets the parent's links."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import hiredis
 import redis
+from redis._parsers.base import BaseParser
 
 NOT_SENT = object()
 
@@ -46,16 +51,49 @@ def script_sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-def _read(conn):
-    # An error reply is read completely before redis-py raises it: the connection stays usable.
-    try:
-        return conn.read_response()
-    except redis.exceptions.ResponseError as error:
-        return error
+class _Link:
+    """A connection opened by redis-py, then used raw: `call` writes packed commands on its
+    socket in one sendall and reads their replies with its own hiredis reader. Socket errors
+    become redis-py's exceptions (a timeout is `TimeoutError`, a closed socket
+    `ConnectionError`); error replies come back as redis-py's exception instances, not raised,
+    read completely, so the link stays usable."""
+
+    __slots__ = ("conn", "reader", "sock")
+
+    def __init__(self, conn) -> None:
+        conn.connect()
+        self.conn = conn
+        self.sock = conn._sock  # redis-py's own socket (plain or TLS), timeouts already set
+        self.reader = hiredis.Reader()
+
+    def call(self, packed: bytes, count: int) -> list:
+        sock, reader = self.sock, self.reader
+        try:
+            sock.sendall(packed)
+            replies = []
+            while len(replies) < count:
+                reply = reader.gets()
+                while reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise redis.exceptions.ConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                    reply = reader.gets()
+                if isinstance(reply, hiredis.ReplyError):
+                    reply = BaseParser.parse_error(str(reply))
+                replies.append(reply)
+            return replies
+        except TimeoutError as error:
+            raise redis.exceptions.TimeoutError(f"Timeout talking to Redis: {error}") from error
+        except (OSError, hiredis.ProtocolError) as error:
+            raise redis.exceptions.ConnectionError(f"Error talking to Redis: {error}") from error
+
+    def close(self) -> None:
+        self.conn.disconnect()
 
 
 class ScriptConnections:
-    """Idle connections per Redis URL; `client_for(url)` gives the redis-py client whose
+    """Idle links per Redis URL; `client_for(url)` gives the redis-py client whose
     connection settings (timeouts, TLS, auth) new connections copy."""
 
     MAX_IDLE = 64
@@ -81,53 +119,47 @@ class ScriptConnections:
         if idle is None:
             idle = self._idle.setdefault(url, [])
         try:
-            conn = idle.pop()
+            link = idle.pop()
         except IndexError:
-            conn = self._connect(url)
+            link = self._connect(url)
         else:
             try:
-                return self._send(conn, idle, commands)
+                return self._send(link, idle, commands)
             except redis.exceptions.ConnectionError:
                 # Most likely the server closed it while idle (restart, idle timeout): the
                 # scripts did not run. The other idle ones are suspect too; one retry on a
                 # fresh connection. Timeouts are not retried (the scripts may have run).
                 self._drop(idle)
-                conn = self._connect(url)
-        return self._send(conn, idle, commands)
+                link = self._connect(url)
+        return self._send(link, idle, commands)
 
-    def _send(self, conn, idle: list, commands) -> list:
+    def _send(self, link: _Link, idle: list, commands) -> list:
         try:
-            # One buffer: redis-py writes each list item with its own sendall (a syscall each).
-            conn.send_packed_command(
-                [b"".join([packed for packed, _script in commands])], check_health=False
-            )
-            replies = [_read(conn) for _command in commands]
+            replies = link.call(b"".join([packed for packed, _script in commands]), len(commands))
             for n, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     # First call on this server (or after a restart/SCRIPT FLUSH): load, retry.
                     packed, script = commands[n]
-                    conn.send_command("SCRIPT", "LOAD", script, check_health=False)
-                    conn.read_response()
-                    conn.send_packed_command([packed], check_health=False)
-                    replies[n] = _read(conn)
+                    link.call(pack_command("SCRIPT", "LOAD", script), 1)
+                    replies[n] = link.call(packed, 1)[0]
         except BaseException:
-            conn.disconnect()
+            link.close()
             raise
         if len(idle) < self.MAX_IDLE:
-            idle.append(conn)
+            idle.append(link)
         else:
-            conn.disconnect()
+            link.close()
         return replies
 
-    def _connect(self, url: str):
+    def _connect(self, url: str) -> _Link:
         pool = self._client_for(url).connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
+        return _Link(pool.connection_class(**pool.connection_kwargs))
 
     @staticmethod
     def _drop(idle: list) -> None:
         while idle:
             try:
-                idle.pop().disconnect()
+                idle.pop().close()
             except IndexError:
                 break
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from openspark.core import redis_raw
 from throttling import limiter
 from throttling.limiter import Rule, key_prefix, limiter_consume, redis_client, stats_flush
 from throttling.selectors import limiter_stats_get
@@ -115,7 +116,7 @@ def test_a_connection_closed_by_the_server_is_replaced_without_failing_open():
     # Kill exactly the limiter's idle connection (the server may be shared with other runs).
     idle = limiter._backend._idle[settings.REDIS_URL]
     assert len(idle) == 1
-    conn = idle[0]
+    conn = idle[0].conn  # the redis-py connection under the limiter's raw link
     conn.send_command("CLIENT", "ID")
     client_id = conn.read_response()
     assert redis_client().client_kill_filter(_id=client_id) == 1
@@ -126,20 +127,26 @@ def test_a_connection_closed_by_the_server_is_replaced_without_failing_open():
 
 
 def test_a_timeout_is_not_retried(monkeypatch):
-    """The script may have run: retrying could charge twice. Fail over instead."""
+    """The script may have run: retrying could charge twice. Fail over instead. The timeout
+    is real: Redis holds every write (scripts included) for longer than the limiter waits."""
     rule = Rule("plan", "u:timeout", limit=100)
     limiter_consume(rules=[rule])
-    sent = []
+    calls = []
+    real_call = redis_raw._Link.call
 
-    def read_times_out(self, *args, **kwargs):
-        sent.append(1)
-        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+    def counted(link, packed, count):
+        calls.append(packed)
+        return real_call(link, packed, count)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(redis.connection.Connection, "read_response", read_times_out)
+    monkeypatch.setattr(redis_raw._Link, "call", counted)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.client_pause(int(settings.THROTTLE_REDIS_TIMEOUT * 1000) + 1500, all=False)
+    try:
         decision = limiter_consume(rules=[rule])
+    finally:
+        client.client_unpause()
     assert decision.degraded and decision.allowed  # fail open, per-process bucket
-    assert sent == [1]
+    assert len(calls) == 1
     assert limiter.health.is_down()
     assert limiter._backend._idle[settings.REDIS_URL] == []  # that one was closed
 
