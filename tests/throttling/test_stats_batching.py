@@ -168,3 +168,15 @@ def test_token_bucket_state_expires_when_the_bucket_is_full_again():
     ttl = redis_client().pttl(key)
     assert 0 < ttl <= 1_801  # 3 used: full again after 1.8 s (+1 ms), not after the period
     assert len(redis_client().get(key)) == 16  # two packed doubles: level, µs timestamp
+
+
+def test_the_limiter_follows_a_changed_redis_key_prefix(settings):
+    """The Redis URL and key prefix are read once, and again after a settings change."""
+    rule = Rule("plan", "u:prefix", limit=5)
+    limiter_consume(rules=[rule])
+    settings.REDIS_KEY_PREFIX = "os-moved"
+    try:
+        assert limiter_consume(rules=[rule]).states[0].remaining == 4  # a fresh budget
+        assert redis_client().exists("os-moved:rl:{rl}:2t:plan:u:prefix")
+    finally:
+        redis_client().delete("os-moved:rl:{rl}:2t:plan:u:prefix")
