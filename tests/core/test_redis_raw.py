@@ -1,12 +1,20 @@
 """Script calls on raw connections: pipelined replies in order, NOSCRIPT recovered per
-command, a script error returned without spoiling the connection."""
+command, a script error returned without spoiling the connection, TLS and AUTH as redis-py
+opens them."""
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
+import time
+
+import pytest
 import redis
 from django.conf import settings
 
 from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
+from openspark.embedded import die_with_parent, free_port, port_open
 
 ECHO = "return ARGV[1]"
 FAIL = "return redis.error_reply('nope')"
@@ -35,3 +43,48 @@ def test_pipelined_calls_come_back_in_order_and_survive_script_flush_and_errors(
     else:
         raise AssertionError("a script error must raise from evalsha")
     assert scripts.evalsha(url, *_call(ECHO, "e")) == b"e"
+
+
+@pytest.fixture
+def tls_redis_url(tmp_path):
+    """A Redis of the test's own that takes only TLS and a password: the raw links write and
+    read on the socket redis-py opened, so the handshake, AUTH and SELECT must all be its."""
+    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if not binary or not openssl:
+        pytest.skip("needs the system's redis-server (built with TLS) and openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file", cert,
+         "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
+         "--requirepass", "s3cret", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not port_open(port):
+        assert time.monotonic() < deadline, "TLS redis-server did not start"
+        time.sleep(0.05)
+    yield f"rediss://:s3cret@127.0.0.1:{port}/3?ssl_ca_certs={cert}", server
+    server.terminate()
+    server.wait(10)
+
+
+def test_links_speak_tls_with_auth_and_a_database_and_fail_as_redis_errors(tls_redis_url):
+    url, server = tls_redis_url
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    scripts = ScriptConnections(lambda _url: client)
+    store = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])"
+    packed = pack_command("EVALSHA", script_sha(store), 1, "raw-tls", "kept")
+    assert scripts.evalsha_many(url, [(packed, store), _call(ECHO, "x")]) == [b"kept", b"x"]
+    assert isinstance(scripts._idle[url][0].sock, ssl.SSLSocket)
+    assert client.get("raw-tls") == b"kept"  # in database 3, where the URL points
+    assert client.execute_command("SELECT", 0) and client.get("raw-tls") is None
+    server.terminate()
+    server.wait(10)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        scripts.evalsha(url, *_call(ECHO, "y"))
