@@ -37,6 +37,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from openspark.core.memo import memoised
 from openspark.core.redis_raw import ScriptCall, ScriptConnections, script_sha
 
 logger = logging.getLogger(__name__)
@@ -400,13 +401,8 @@ def _pack_new(prefix: str, rules: Sequence[Rule], peek: bool) -> bytes:
 
 def _pack(prefix: str, rules: Sequence[Rule], peek: bool) -> bytes:
     key = (prefix, peek, rules if type(rules) is tuple else tuple(rules))
-    packed = _packed_calls.get(key)
-    if packed is None:
-        packed = _pack_new(prefix, rules, peek)
-        if len(_packed_calls) >= 20_000:  # callers' identities are unbounded
-            _packed_calls.clear()
-        _packed_calls[key] = packed
-    return packed
+    # Bounded: callers' identities are not.
+    return memoised(_packed_calls, key, lambda: _pack_new(prefix, rules, peek), limit=20_000)
 
 
 def limiter_consume(
