@@ -56,7 +56,8 @@ class _Link:
     socket in one sendall and reads their replies with its own hiredis reader. Socket errors
     become redis-py's exceptions (a timeout is `TimeoutError`, a closed socket
     `ConnectionError`); error replies come back as redis-py's exception instances, not raised,
-    read completely, so the link stays usable."""
+    read completely, so the link stays usable, except those redis-py counts as connection
+    errors (a server still loading its data, authentication lost), which are raised."""
 
     __slots__ = ("conn", "reader", "sock")
 
@@ -81,6 +82,8 @@ class _Link:
                     reply = reader.gets()
                 if isinstance(reply, hiredis.ReplyError):
                     reply = BaseParser.parse_error(str(reply))
+                    if not isinstance(reply, redis.exceptions.ResponseError):
+                        raise reply  # the server can't answer (LOADING, NOAUTH): not a reply
                 replies.append(reply)
             return replies
         except TimeoutError as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -15,6 +16,8 @@ from django.conf import settings
 
 from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
 from openspark.embedded import die_with_parent, free_port, port_open
+from throttling import limiter
+from throttling.limiter import Rule, limiter_consume
 
 ECHO = "return ARGV[1]"
 FAIL = "return redis.error_reply('nope')"
@@ -88,3 +91,55 @@ def test_links_speak_tls_with_auth_and_a_database_and_fail_as_redis_errors(tls_r
     server.wait(10)
     with pytest.raises(redis.exceptions.ConnectionError):
         scripts.evalsha(url, *_call(ECHO, "y"))
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of the test's own, allowed DEBUG (to reload its data slowly, as a restarted
+    server does), so the shared one is never paused."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("needs the system's redis-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--dir", tmp_path, "--save", "", "--appendonly", "no",
+         "--enable-debug-command", "yes", "--loading-process-events-interval-bytes", "1024"],
+        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not port_open(port):
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(10)
+
+
+def test_a_server_still_loading_its_data_raises_instead_of_answering(private_redis, settings):
+    """`-LOADING` is redis-py's BusyLoadingError, a connection error: raised (the limiter fails
+    open on it) rather than handed back as if it were the script's reply."""
+    url = private_redis
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    scripts = ScriptConnections(lambda _url: client)
+    assert scripts.evalsha(url, *_call(ECHO, "a")) == b"a"  # the link is open before
+    client.execute_command("DEBUG", "POPULATE", 2000, "filler", 100)
+    client.save()
+    client.config_set("key-load-delay", 1000)  # µs per key: ~2 s of loading
+    reload = threading.Thread(
+        target=lambda: redis.Redis.from_url(url).execute_command("DEBUG", "RELOAD")
+    )
+    reload.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not redis.Redis.from_url(url).info("persistence")["loading"]:
+            assert time.monotonic() < deadline, "the server did not start loading"
+            time.sleep(0.02)
+        with pytest.raises(redis.exceptions.ConnectionError, match="loading"):
+            scripts.evalsha(url, *_call(ECHO, "b"))
+        settings.REDIS_URL = url
+        decision = limiter_consume(rules=[Rule("plan", "u:loading", limit=5)])
+        assert decision.allowed and decision.degraded  # failed open, not a 500
+    finally:
+        reload.join(30)
+        limiter.health.down_until = 0
+    assert scripts.evalsha(url, *_call(ECHO, "c")) == b"c"
