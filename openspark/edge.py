@@ -44,6 +44,7 @@ from openspark.core.cache.edge import (
     edge_store,
 )
 from openspark.core.memo import memoised
+from throttling.limiter import health as limiter_health
 from throttling.middleware import API_PREFIX, view_layers
 from throttling.responses import decision_headers
 from throttling.selectors import LimiterConfig, limiter_config_peek
@@ -179,6 +180,9 @@ class EdgeApp:
             and scope["method"] == "GET"
             and settings.CACHE_EDGE_ENABLED
             and settings.CACHE_ENABLED
+            # Its Redis call runs on the event loop: after a failure (a Redis that hangs
+            # costs a whole timeout), Django's threads make the calls for a while instead.
+            and not limiter_health.failed_within(settings.CACHE_EDGE_QUIET_SECONDS)
         ):
             prepared = _prepare(scope)
         if prepared is None:

@@ -234,13 +234,18 @@ class _Health:
 
     def __init__(self) -> None:
         self.down_until = 0.0
+        self.failed_at = -math.inf  # time.monotonic() of the last failure
         self.last_error = ""
 
     def is_down(self) -> bool:
         return time.monotonic() < self.down_until
 
+    def failed_within(self, seconds: float) -> bool:
+        return time.monotonic() - self.failed_at < seconds
+
     def mark_down(self, error: Exception) -> None:
-        self.down_until = time.monotonic() + settings.THROTTLE_REDIS_RETRY_SECONDS
+        self.failed_at = time.monotonic()
+        self.down_until = self.failed_at + settings.THROTTLE_REDIS_RETRY_SECONDS
         self.last_error = f"{type(error).__name__}: {error}"
 
 

@@ -367,6 +367,10 @@ THROTTLE_ALERT_DENY_RATIO = env.float("THROTTLE_ALERT_DENY_RATIO", default=0.5)
 CACHE_ENABLED = env.bool("CACHE_ENABLED", default=True)
 # Replay kept API responses ahead of Django (openspark/edge.py); needs CACHE_ENABLED.
 CACHE_EDGE_ENABLED = env.bool("CACHE_EDGE_ENABLED", default=True)
+# After the limiter's Redis call fails, the edge leaves requests to Django (whose Redis calls
+# run in threads) for this long, so a hanging Redis stalls the event loop once, not each time
+# the limiter retries it.
+CACHE_EDGE_QUIET_SECONDS = env.float("CACHE_EDGE_QUIET_SECONDS", default=30.0)
 CACHE_TTLS = {
     namespace: env.int(f"CACHE_TTL_{namespace.upper()}", default=seconds)
     for namespace, seconds in {

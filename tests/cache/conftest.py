@@ -79,8 +79,10 @@ def edge_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
     """The ASGI server with a limiter configuration snapshot that outlives a test: the edge
     (openspark/edge.py) sends a request on to Django when the snapshot is stale (it cannot
     load one on the event loop), so with the default 2 s a slow test could see Django answer
-    where it expects a replay."""
-    server = start_asgi_server(live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300"))
+    where it expects a replay. After a Redis failure it steps aside for 3 s, not 30."""
+    server = start_asgi_server(
+        live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300", CACHE_EDGE_QUIET_SECONDS="3")
+    )
     yield server
     server.stop()
 

@@ -84,6 +84,39 @@ def test_a_kept_response_is_replayed_until_a_write_invalidates_its_reads(edge_se
         assert client.get(LIST).json()["results"][0]["title"] == "after"
 
 
+def test_after_a_redis_timeout_the_edge_leaves_requests_to_django_for_a_while(edge_server, user):
+    """The edge's Redis call runs on the event loop: a Redis that hangs would stall the loop
+    for a whole timeout each time the limiter retries it. After a failure the edge steps
+    aside (CACHE_EDGE_QUIET_SECONDS, 3 s for this server), then replays again."""
+    unlimited(user)
+    conversation = Conversation.objects.create(owner=user, title="kept")
+    _key, raw = api_key_create(user=user, name="edge")
+    redis_server = get_redis_connection("default")
+
+    def title(client: httpx.Client) -> str:
+        response = client.get(LIST)
+        assert response.status_code == 200, response.text
+        return response.json()["results"][0]["title"]
+
+    with _client(edge_server, raw) as client:
+        _kept(client, LIST)
+        # Redis holds every script call for 1 s: the edge's check times out (0.25 s).
+        redis_server.client_pause(1000, all=False)
+        failed_at = time.monotonic()
+        title(client)  # answered all the same (by Django, failing open)
+        wait_for(lambda: time.monotonic() - failed_at > 1.5)  # Redis and breakers are back
+        # Only Django, reading the database, can say "fresh": a replay would not.
+        Conversation.objects.filter(pk=conversation.pk).update(title="fresh")
+        _drop_cached_reads("user_conversations")
+        assert title(client) == "fresh"
+        assert time.monotonic() - failed_at < 3, "too slow to tell the quiet time apart"
+        _drop_cached_reads("user_conversations")
+        Conversation.objects.filter(pk=conversation.pk).update(title="fresher")
+        # The server's failure came a timeout (0.25 s) after `failed_at`.
+        wait_for(lambda: time.monotonic() - failed_at > 3.7)
+        assert title(client) != "fresher"  # replayed from the edge again
+
+
 def test_the_limiter_counts_every_request_once_and_refuses_replays_too(asgi_server, user):
     plan = Plan.objects.get(tier=Plan.Tier.PRO)
     plan.requests_per_minute, plan.conversations_per_minute = 1000, 6
