@@ -31,7 +31,7 @@ CHECKS = int(os.environ.get("BENCH_CHECKS", "2000"))
 def _instructions_per_check(script: str, workdir: Path) -> float:
     import redis
 
-    from openspark.embedded import free_port
+    from openspark.embedded import die_with_parent, free_port
     from throttling.limiter import Rule, _pack_new
 
     out = workdir / "callgrind.out"
@@ -40,32 +40,37 @@ def _instructions_per_check(script: str, workdir: Path) -> float:
         ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
          f"--callgrind-out-file={out}", shutil.which("redis-server"), "--port", str(port),
          "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )  # fmt: skip
-    client = redis.Redis(port=port)
-    for _ in range(300):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.1)
-    sha = client.script_load(script)
-    calls = []
-    for caller in range(50):
-        who = f"u:{caller}"
-        rules = (Rule("global", "all", 10**9), Rule("ip", f"ip:10.0.0.{caller}", 2000),
-                 Rule("plan", who, 2000), Rule("endpoint:messages", who, 2000))  # fmt: skip
-        # The limiter's own packing, with this script's SHA in place of limiter.lua's.
-        packed = _pack_new("bench:rl:{rl}:", rules, False)
-        calls.append(re.sub(rb"[0-9a-f]{40}", sha.encode(), packed, count=1))
-    conn = client.connection_pool.get_connection()
-    for n in range(CHECKS):
-        conn.send_packed_command([calls[n % len(calls)]], check_health=False)
-        conn.read_response()
-    client.connection_pool.release(conn)
-    with contextlib.suppress(redis.exceptions.ConnectionError):
-        client.shutdown(nosave=True)
-    server.wait(60)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(300):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.1)
+        sha = client.script_load(script)
+        calls = []
+        for caller in range(50):
+            who = f"u:{caller}"
+            rules = (Rule("global", "all", 10**9), Rule("ip", f"ip:10.0.0.{caller}", 2000),
+                     Rule("plan", who, 2000), Rule("endpoint:messages", who, 2000))  # fmt: skip
+            # The limiter's own packing, with this script's SHA in place of limiter.lua's.
+            packed = _pack_new("bench:rl:{rl}:", rules, False)
+            calls.append(re.sub(rb"[0-9a-f]{40}", sha.encode(), packed, count=1))
+        conn = client.connection_pool.get_connection()
+        for n in range(CHECKS):
+            conn.send_packed_command([calls[n % len(calls)]], check_health=False)
+            conn.read_response()
+        client.connection_pool.release(conn)
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            client.shutdown(nosave=True)
+        server.wait(60)
+    finally:
+        if server.poll() is None:  # failed half-way: no server left behind
+            server.kill()
+            server.wait(10)
     total = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
     return int(total.group(1)) / CHECKS
 
