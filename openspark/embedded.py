@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,11 +86,20 @@ def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: flo
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
 
-def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True) -> Service:
+def start_redis(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    persist: bool = True,
+    binary: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Service:
+    """`port` is the one waited for; `extra_args` come last and so win over the defaults
+    (tests use them for TLS, a password or DEBUG)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [
-        redis_server_binary(),
+        binary or redis_server_binary(),
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(data_dir),
@@ -97,6 +107,7 @@ def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True
         "--appendonly", "no",
         "--save", "60 1" if persist else "",
         "--maxclients", "2000",
+        *map(str, extra_args),
     ]  # fmt: skip
     log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child for its life
     process = subprocess.Popen(

@@ -15,7 +15,7 @@ import redis
 from django.conf import settings
 
 from openspark.core.redis_raw import ScriptConnections, pack_command, script_sha
-from openspark.embedded import die_with_parent, free_port, port_open
+from openspark.embedded import free_port, start_redis
 from throttling import limiter
 from throttling.limiter import Rule, limiter_consume
 
@@ -62,19 +62,15 @@ def tls_redis_url(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file", cert,
-         "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
-         "--requirepass", "s3cret", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    server = start_redis(
+        tmp_path / "redis", port=port, persist=False, binary=binary,
+        # Plain port off: the only way in is TLS, on the port waited for.
+        extra_args=["--port", 0, "--tls-port", port, "--tls-cert-file", cert,
+                    "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                    "--tls-auth-clients", "no", "--requirepass", "s3cret"],
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not port_open(port):
-        assert time.monotonic() < deadline, "TLS redis-server did not start"
-        time.sleep(0.05)
     yield f"rediss://:s3cret@127.0.0.1:{port}/3?ssl_ca_certs={cert}", server
-    server.terminate()
-    server.wait(10)
+    server.stop()
 
 
 def test_links_speak_tls_with_auth_and_a_database_and_fail_as_redis_errors(tls_redis_url):
@@ -87,8 +83,7 @@ def test_links_speak_tls_with_auth_and_a_database_and_fail_as_redis_errors(tls_r
     assert isinstance(scripts._idle[url][0].sock, ssl.SSLSocket)
     assert client.get("raw-tls") == b"kept"  # in database 3, where the URL points
     assert client.execute_command("SELECT", 0) and client.get("raw-tls") is None
-    server.terminate()
-    server.wait(10)
+    server.stop()
     with pytest.raises(redis.exceptions.ConnectionError):
         scripts.evalsha(url, *_call(ECHO, "y"))
 
@@ -100,19 +95,13 @@ def private_redis(tmp_path):
     binary = shutil.which("redis-server")
     if not binary:
         pytest.skip("needs the system's redis-server")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--dir", tmp_path, "--save", "", "--appendonly", "no",
-         "--enable-debug-command", "yes", "--loading-process-events-interval-bytes", "1024"],
-        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    server = start_redis(
+        tmp_path / "redis", persist=False, binary=binary,
+        extra_args=["--enable-debug-command", "yes",
+                    "--loading-process-events-interval-bytes", 1024],
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not port_open(port):
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(10)
+    yield server.url
+    server.stop()
 
 
 def test_a_server_still_loading_its_data_raises_instead_of_answering(private_redis, settings):
