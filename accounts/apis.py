@@ -4,7 +4,6 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from openspark.core.cache.edge import edge_allow
 from openspark.core.pagination import PageNumberPagination
 from throttling.selectors import next_month_start
 from throttling.services import limiter_usage_get
@@ -36,20 +35,12 @@ class MeApi(APIView):
             help_text="Per rate-limit layer: limit, used, remaining, reset (s) this minute."
         )
 
-    # The response is the cached profile plus this minute's usage, which the edge reads afresh
-    # for each replay (openspark/edge.py).
-    edge_keeps = True
-    edge_live = "usage"
-
     @extend_schema(responses=OutputSerializer, operation_id="me")
     def get(self, request):
         profile = user_profile_get(user=request.user)
         resets_at = next_month_start()
         profile["tokens"]["resets_at"] = resets_at
-        profile["usage"] = limiter_usage_get(request=request._request, user=request.user)
-        # Kept no later than the month's end, when resets_at moves and the count starts over.
-        until_reset = int((resets_at - timezone.now()).total_seconds())
-        edge_allow(ttl=max(1, until_reset), live=self.edge_live)
+        profile["usage"] = limiter_usage_get(request=request)
         return Response(self.OutputSerializer(profile).data)
 
 

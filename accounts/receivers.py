@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
-from openspark.core.cache import api_key_scope, cache_bump
+from openspark.core.cache import api_key_scope, cache_bump, user_scope
 
 
 def _key_changed(sender, instance, update_fields=None, **kwargs) -> None:
@@ -27,7 +27,21 @@ def _user_changed(sender, instance, update_fields=None, **kwargs) -> None:
     cache_bump(scopes=[api_key_scope(digest) for digest in hashes])
 
 
+def _user_profile_changed(sender, instance, update_fields=None, **kwargs) -> None:
+    """Everything cached about the user (profile, conversation list…), on any save or delete
+    but a login's (last_login, which no cached read shows)."""
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return
+    cache_bump(scope=user_scope(instance.pk))
+
+
 def connect() -> None:
+    post_save.connect(
+        _user_profile_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="cache-user"
+    )
+    post_delete.connect(
+        _user_profile_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="cache-user-del"
+    )
     post_save.connect(_key_changed, sender="accounts.ApiKey", dispatch_uid="apikey-save")
     post_delete.connect(_key_changed, sender="accounts.ApiKey", dispatch_uid="apikey-delete")
     post_save.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="apikey-user")

@@ -333,10 +333,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _rate_limited(self) -> bool:
         """The limiter's verdict for one message (same limits as POST /api/v1/messages)."""
-        client = self.scope.get("client") or ("", 0)
-        decision = await database_sync_to_async(limiter_check_websocket)(
-            user=self.user, ip=client[0] or ""
-        )
+        decision = await database_sync_to_async(limiter_check_websocket)(scope=self.scope)
         if decision.allowed:
             return False
         await self._send_json({"type": "rate_limited", "retry_after": decision.retry_after})

@@ -19,16 +19,15 @@ import asyncio
 import logging
 import os
 import threading
-import time
-import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from openspark.core.redis import async_redis_client, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +115,9 @@ def publish(*, conversation_id: int, event: dict[str, Any]) -> None:
 
 # --- the reply log, stop flag and lease (worker side, synchronous) ---------------------------
 
-_sync_clients: dict[tuple[int, str], redis.Redis] = {}
-
 
 def _redis() -> redis.Redis:
-    key = (os.getpid(), settings.REDIS_URL)
-    client = _sync_clients.get(key)
-    if client is None:
-        client = _sync_clients[key] = redis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
-        )
-    return client
+    return redis_client(decode=True)
 
 
 def reply_lease_acquire(*, message_id: int) -> bool:
@@ -163,144 +154,21 @@ def reply_log_append(*, message_id: int, seq: int, delta: str) -> bool:
     return bool(pipe.execute()[-1])
 
 
-# One round trip per batch: append to the log, keep the log and lease alive, read the stop
-# flag, and fan the delta out to the conversation's group exactly as channels_redis'
-# group_send does (same keys, msgpack body, random prefix, expiry and capacity rules), which
-# would otherwise cost four more round trips and a hop to the publisher's event loop. Being
-# one script, the log append and the group read are atomic: a reader that joined the group
-# before it gets the delta, one that joins after finds it in the log.
-_BATCH_SCRIPT = """
-local seq, delta = ARGV[1], ARGV[2]
-redis.call('XADD', KEYS[1], seq .. '-0', 'd', delta)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-local stop = redis.call('EXISTS', KEYS[3])
-local now, expiry, capacity = tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], 0, math.floor(now) - tonumber(ARGV[6]))
-local members = redis.call('ZRANGE', KEYS[4], 0, -1)
-local channels, order = {}, {}
-for _, channel in ipairs(members) do
-  local bang = string.find(channel, '!', 1, true)
-  local key = ARGV[9] .. (bang and string.sub(channel, 1, bang) or channel)
-  if channels[key] == nil then
-    channels[key] = {}
-    order[#order + 1] = key
-  end
-  table.insert(channels[key], channel)
-end
-for _, key in ipairs(order) do
-  redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
-  if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
-    local body = cmsgpack.pack({
-      type = 'reply.delta', message_id = tonumber(ARGV[11]),
-      conversation_id = tonumber(ARGV[12]), seq = tonumber(seq), delta = delta,
-      __asgi_channel__ = channels[key]})
-    redis.call('ZADD', key, ARGV[5], ARGV[10] .. body)
-    redis.call('EXPIRE', key, expiry)
-  end
-end
-return stop
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _FanOut:
-    """What the batch script needs of the channel layer's configuration."""
-
-    group_prefix: str
-    channel_prefix: str
-    group_expiry: int
-    expiry: int
-    capacity: int
-    random_prefix_length: int
-
-
-_fan_out_cache: dict[int, _FanOut | None] = {}
-
-
-def _fan_out() -> _FanOut | None:
-    """The layer's parameters when the batch script can stand in for its group_send: one
-    plain redis host (the REDIS_URL of the log), msgpack, no encryption, one capacity."""
-    layer = get_channel_layer()
-    key = id(layer)
-    if key in _fan_out_cache:
-        return _fan_out_cache[key]
-    from channels_redis.core import RedisChannelLayer
-    from channels_redis.serializers import MsgPackSerializer
-
-    serializer = getattr(layer, "_serializer", None)
-    usable = (
-        type(layer) is RedisChannelLayer
-        and len(layer.hosts) == 1
-        and layer.hosts[0].get("address") == settings.REDIS_URL
-        and not layer.channel_capacity
-        and isinstance(serializer, MsgPackSerializer)
-        and serializer.crypter is None
-    )
-    fan_out = (
-        _FanOut(
-            group_prefix=f"{layer.prefix}:group:",
-            channel_prefix=layer.prefix,
-            group_expiry=int(layer.group_expiry),
-            expiry=int(layer.expiry),
-            capacity=int(layer.capacity),
-            random_prefix_length=int(serializer.random_prefix_length),
-        )
-        if usable
-        else None
-    )
-    _fan_out_cache[key] = fan_out
-    return fan_out
-
-
-_batch_scripts: dict[int, Any] = {}
-
-
 def reply_batch_send(*, message_id: int, conversation_id: int, seq: int, delta: str) -> bool:
-    """Log one batch and send it to the conversation as `reply.delta` (log before publish).
-
-    Returns True when a stop was requested. One Redis round trip when the channel layer allows
-    it (see _BATCH_SCRIPT), else reply_log_append + publish.
-    """
-    fan_out = _fan_out()
-    if fan_out is None:
-        stop = reply_log_append(message_id=message_id, seq=seq, delta=delta)
-        publish(
-            conversation_id=conversation_id,
-            event={
-                "type": "reply.delta",
-                "message_id": message_id,
-                "conversation_id": conversation_id,
-                "seq": seq,
-                "delta": delta,
-            },
-        )
-        return stop
-    client = _redis()
-    script = _batch_scripts.get(id(client))
-    if script is None:
-        script = _batch_scripts[id(client)] = client.register_script(_BATCH_SCRIPT)
-    keys = [
-        _key(message_id),
-        _key(message_id, ":lease"),
-        _key(message_id, ":stop"),
-        fan_out.group_prefix + group_name(conversation_id),
-    ]
-    args = [
-        seq,
-        delta,
-        int(_setting("CHAT_REPLY_LOG_TTL", 600)),
-        int(_setting("CHAT_REPLY_LEASE_SECONDS", 180)),
-        repr(time.time()),
-        fan_out.group_expiry,
-        fan_out.expiry,
-        fan_out.capacity,
-        fan_out.channel_prefix,
-        os.urandom(fan_out.random_prefix_length),
-        message_id,
-        conversation_id,
-    ]
-    return bool(script(keys=keys, args=args))
+    """Log one batch, then send it to the conversation as `reply.delta` (log before publish:
+    see the module's ordering rule). Returns True when a stop was requested."""
+    stop = reply_log_append(message_id=message_id, seq=seq, delta=delta)
+    publish(
+        conversation_id=conversation_id,
+        event={
+            "type": "reply.delta",
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "delta": delta,
+        },
+    )
+    return stop
 
 
 def reply_log_end(*, message_id: int, status: str) -> None:
@@ -335,24 +203,8 @@ class LogEntry:
     end: str | None = None
 
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _aredis() -> aioredis.Redis:
-    """One client (and pool) per event loop: redis.asyncio connections belong to their loop."""
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        # Every SSE reader blocks one connection in XREAD: the default cap (100) is too low.
-        client = _async_clients[loop] = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            max_connections=10_000,
-        )
-    return client
+def _aredis():
+    return async_redis_client()
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> LogEntry:

@@ -33,10 +33,11 @@ from .serializers import reply_final_event
 
 
 def _authenticate_sync(request: HttpRequest):
-    """Bearer API key first (like the DRF API), else the session; None when neither."""
+    """Bearer API key first (like the DRF API), else the session; None when neither. The
+    user is set on the request, as DRF does, so the rate limiter counts this caller."""
     result = ApiKeyAuthentication().authenticate(request)
     if result is not None:
-        return result[0]
+        request.user = result[0]
     return request.user if request.user.is_authenticated else None
 
 

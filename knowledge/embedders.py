@@ -189,13 +189,19 @@ def _pick_precision(requested: str) -> str:
     emulates it, several times slower than fp32."""
     if requested != "auto":
         return requested
-    import torch
+    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
 
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the Linux kernel reports them (empty elsewhere)."""
     try:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except AttributeError:  # private helpers; a torch without them gets the safe choice
-        native = False
-    return "bf16" if native else "fp32"
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
 
 
 _local: LocalMiniLMEmbedder | None = None

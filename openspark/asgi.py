@@ -1,11 +1,11 @@
-"""ASGI entry point: HTTP through the edge (cached API responses, openspark/edge.py) and
-Django, websockets through Channels (origin-checked, session-authenticated)."""
+"""ASGI entry point: HTTP through Django's own ASGI handler, websockets through Channels
+(origin-checked, session-authenticated)."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openspark.settings.local")
 
-from openspark.core.asgi import get_asgi_application
+from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
@@ -14,11 +14,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
-from openspark.edge import EdgeApp  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": EdgeApp(django_asgi_app),
+        "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -4,6 +4,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from openspark.core.state import process_state_reset
 from openspark.embedded import start_milvus_lite
 from tests.factories import UserFactory
 from tests.live import redis_delete_matching, start_asgi_server, start_celery_worker
@@ -18,7 +19,9 @@ PASSWORD = "pass-word-123"
 @pytest.fixture(autouse=True)
 def _clean_cache():
     """Each test starts with no cached values and no rate-limit counters under this run's key
-    prefix: requests from 127.0.0.1 would otherwise share one IP budget across the whole run."""
+    prefix (requests from 127.0.0.1 would otherwise share one IP budget across the whole run),
+    and with no per-process state left by the previous one (memos, breakers, snapshots)."""
+    process_state_reset()
     cache.delete_pattern("*")
     redis_delete_matching("rl:*")
     yield

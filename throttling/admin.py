@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
+from .alerts import alerts_reset_dedup
 from .models import AccessListEntry, Alert, ExtraRule, LayerPolicy, Plan, TokenUsage
-from .services import alerts_reset_dedup
 
 
 @admin.register(Plan)

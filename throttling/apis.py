@@ -9,8 +9,11 @@ from rest_framework.views import APIView
 
 from openspark.core.errors import DependencyUnavailable
 
+from .identity import request_identity
+from .limiter import stats_flush
+from .rules import listed_get
 from .selectors import limiter_config_get, limiter_stats_get
-from .services import identity_resolve, limiter_status_get, listed_get
+from .services import limiter_status_get
 
 
 class LayerStateSerializer(serializers.Serializer):
@@ -39,7 +42,7 @@ class RateLimitStatusApi(APIView):
 
     @extend_schema(responses=RateLimitStatusSerializer, operation_id="rate_limit_status")
     def get(self, request):
-        identity = identity_resolve(request._request, user=request.user)
+        identity = request_identity(request)
         listed = listed_get(config=limiter_config_get(), identity=identity)
         states = limiter_status_get(identity=identity)
         data = {
@@ -70,6 +73,7 @@ class RateLimitStatsApi(APIView):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         try:
+            stats_flush()  # this process's last second of counters (others: within 1 s)
             stats = limiter_stats_get(minutes=params.validated_data["minutes"])
         except RedisError:
             raise DependencyUnavailable(_("Redis is unreachable; no limiter statistics.")) from None

@@ -1,58 +1,45 @@
 """The one atomic limiter: every rule that applies to a request is checked and consumed in
-one Redis round trip (a Lua script loaded once and called by SHA), all-or-nothing, on Redis's
-clock. Callers build the rules (throttling.services); this module knows nothing of requests.
+one Redis round trip (a Lua script called by SHA), all-or-nothing, on Redis's clock. Callers
+build the rules (throttling.rules); this module knows nothing of requests.
 
 Redis keys: `<REDIS_KEY_PREFIX>:rl:{rl}:2<t|f|s>:<layer>:<who>` (`2` = state format, the
 letter = algorithm, so changing a rule's algorithm starts a fresh state instead of misreading
 another one's); the single `{rl}` hash tag keeps all of a request's keys in one Redis Cluster
 slot, which a multi-key script requires.
 
-The check is on every API request, so its path is lean (profiled in docs/performance.md): the
-command is packed once and sent on a connection of this module's own small stack of idle
-connections (no redis-py pool bookkeeping or per-call socket poll), the script returns
-integers, and the monitoring counters are batched per process and written by a background
-thread once a second (`_Stats`) instead of inside the script.
+The monitoring counters are not written by the script: each check adds them to the process's
+batch (openspark.core.redis.CounterBatch), written once a second.
 
-When Redis cannot be reached the decision comes from a per-process token bucket with the same
-limits (fail open, `degraded=True`), or is a refusal for rules configured to fail closed.
+When Redis cannot be reached (its breaker, openspark.core.redis.Breaker, is open) the
+decision comes from a per-process token bucket with the same limits (fail open,
+`degraded=True`), or is a refusal for rules configured to fail closed.
 """
 
 from __future__ import annotations
 
-import atexit
-import collections
 import logging
 import math
-import os
 import struct
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import redis
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
-from openspark.core.memo import memoised
-from openspark.core.redis_raw import ScriptCall, ScriptConnections, script_sha
+from openspark.core.redis import Breaker, CounterBatch, LuaScript, Unavailable, redis_client
+from openspark.core.state import on_reset
 
 logger = logging.getLogger(__name__)
 
 ALGORITHM_CODES = {"token_bucket": "t", "sliding_window": "s", "fixed_window": "f"}
 _SCRIPT_ALGORITHMS = {"token_bucket": 0, "fixed_window": 1, "sliding_window": 2}  # limiter.lua
-_KEY_PARTS = {name: f"2{code}:" for name, code in ALGORITHM_CODES.items()}  # after the prefix
-_SCRIPT = (Path(__file__).parent / "lua" / "limiter.lua").read_text()
-_SCRIPT_SHA = script_sha(_SCRIPT)
+_SCRIPT = LuaScript((Path(__file__).parent / "lua" / "limiter.lua").read_text())
 STATS_TTL_SECONDS = 3900  # per-minute stats and top-limited keys: an hour and 5 minutes
 
 
 class Rule(NamedTuple):
-    # A tuple rather than a frozen dataclass: several are built per request, and tuples are
-    # several times cheaper to create (profiled: 0.2 µs against 0.8 µs).
     layer: str  # "global", "ip", "plan", "endpoint:<group>" or "rule:<name>"
     who: str  # whose budget: "all", "u:<user id>" or "ip:<address>"
     limit: int
@@ -63,8 +50,6 @@ class Rule(NamedTuple):
 
 
 class LayerState(NamedTuple):
-    # A tuple rather than a frozen dataclass: several are built per request, and tuples are
-    # several times cheaper to create.
     layer: str
     limit: int
     remaining: int
@@ -76,7 +61,6 @@ class LayerState(NamedTuple):
 
 
 class LimitDecision(NamedTuple):
-    # Immutable and cheap to create, like LayerState (one per check).
     allowed: bool
     layer: str | None = None  # the refusing layer
     retry_after: float = 0.0  # seconds
@@ -100,74 +84,13 @@ ALLOWED = LimitDecision(allowed=True)
 PEEK_UNAVAILABLE = LimitDecision(allowed=True, degraded=True)  # no states: Redis is down
 
 
-class _Backend:
-    """Per Redis URL (settings are read per call, so tests may point elsewhere): a redis-py
-    client for everything but the check, and idle connections for the check itself."""
-
-    def __init__(self) -> None:
-        self._clients: dict[str, redis.Redis] = {}
-        self._lock = threading.Lock()
-        self._script = ScriptConnections(self.client)
-
-    @property
-    def _idle(self) -> dict[str, list]:
-        return self._script._idle
-
-    def client(self, url: str | None = None) -> redis.Redis:
-        url = url or settings.REDIS_URL
-        client = self._clients.get(url)
-        if client is None:
-            timeout = settings.THROTTLE_REDIS_TIMEOUT
-            with self._lock:
-                client = self._clients.setdefault(
-                    url,
-                    redis.Redis.from_url(
-                        url, socket_timeout=timeout, socket_connect_timeout=timeout
-                    ),
-                )
-        return client
-
-    def evalsha(self, url: str, packed: bytes):
-        """`packed`: an EVALSHA of the limiter script in RESP (see `_pack`)."""
-        return self._script.evalsha(url, packed, _SCRIPT)
-
-    def evalsha_with(self, url: str, packed: bytes, others):
-        """The limiter's call and other scripts' calls (`(packed, script)` pairs), pipelined:
-        (limiter reply, other replies); the others' script errors are returned, the
-        limiter's raised."""
-        reply, *other_replies = self._script.evalsha_many(url, ((packed, _SCRIPT), *others))
-        if isinstance(reply, redis.exceptions.ResponseError):
-            raise reply
-        return reply, other_replies
-
-
-_backend = _Backend()
-
-
-def redis_client() -> redis.Redis:
-    return _backend.client()
-
-
-_target: tuple[str, str] | None = None  # (REDIS_URL, key prefix): read once per check otherwise
-
-
-def _redis_target() -> tuple[str, str]:
-    global _target
-    target = _target
-    if target is None:
-        target = _target = (settings.REDIS_URL, f"{settings.REDIS_KEY_PREFIX}:rl:{{rl}}:")
-    return target
-
-
-@receiver(setting_changed)
-def _settings_changed(*, setting: str, **_kwargs) -> None:
-    global _target
-    if setting in ("REDIS_URL", "REDIS_KEY_PREFIX"):
-        _target = None
+def limiter_redis():
+    """The limiter's client: a short timeout, so a slow Redis costs a request little."""
+    return redis_client(settings.REDIS_URL, settings.THROTTLE_REDIS_TIMEOUT)
 
 
 def key_prefix() -> str:
-    return _redis_target()[1]
+    return f"{settings.REDIS_KEY_PREFIX}:rl:{{rl}}:"
 
 
 class _LocalBuckets:
@@ -179,6 +102,7 @@ class _LocalBuckets:
     def __init__(self) -> None:
         self._levels: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        on_reset(self._levels.clear)
 
     def consume(self, rules: list[Rule]) -> LimitDecision:
         now = time.monotonic()
@@ -228,28 +152,7 @@ class _LocalBuckets:
 _fallback = _LocalBuckets()
 
 
-class _Health:
-    """After a Redis failure, skip Redis for a short while instead of paying a connection
-    timeout on every request; the first call after that retries it."""
-
-    def __init__(self) -> None:
-        self.down_until = 0.0
-        self.failed_at = -math.inf  # time.monotonic() of the last failure
-        self.last_error = ""
-
-    def is_down(self) -> bool:
-        return time.monotonic() < self.down_until
-
-    def failed_within(self, seconds: float) -> bool:
-        return time.monotonic() - self.failed_at < seconds
-
-    def mark_down(self, error: Exception) -> None:
-        self.failed_at = time.monotonic()
-        self.down_until = self.failed_at + settings.THROTTLE_REDIS_RETRY_SECONDS
-        self.last_error = f"{type(error).__name__}: {error}"
-
-
-health = _Health()
+breaker = Breaker("limiter", lambda: settings.THROTTLE_REDIS_RETRY_SECONDS)
 
 
 def latency_bucket(micros: float) -> int:
@@ -259,91 +162,6 @@ def latency_bucket(micros: float) -> int:
 
 def latency_bucket_upper(bucket: int) -> float:
     return 2 ** ((bucket + 1) / 4)
-
-
-class _Stats:
-    """Monitoring counters, batched per process. A check appends one tuple (its rules, the
-    script's reply, its latency) to a queue; a daemon thread turns the queue into the
-    per-minute counters (stats:<minute> hash, top:<minute> sorted set, see selectors) once a
-    second, in one MULTI/EXEC per Redis. The minute is the check's, so counts land in the
-    minute they happened in. `limiter_stats_get` flushes this process's queue first; other
-    processes' last second shows up within `INTERVAL`. A flush that fails (Redis down) drops
-    its counts, as checks answered without Redis are not counted either. After fork, the
-    child starts with an empty queue (the parent counts its own)."""
-
-    INTERVAL = 1.0
-
-    def __init__(self) -> None:
-        self.queue: collections.deque = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._failing = False
-
-    def record(self, item: tuple) -> None:
-        self.queue.append(item)  # deque.append is atomic: no lock on the request path
-        if self._thread is None:
-            self._start()
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="throttle-stats", daemon=True)
-                self._thread = thread
-                thread.start()
-
-    def _run(self) -> None:
-        me = threading.current_thread()
-        while self._thread is me:
-            time.sleep(self.INTERVAL)
-            try:
-                self.flush()
-            except Exception:  # never let the flusher die
-                logger.exception("Rate limiter stats flush failed")
-
-    def flush(self) -> None:
-        """Write every queued check's counters now (thread-safe; exact: each check once)."""
-        with self._flush_lock:
-            queue = self.queue
-            items = [queue.popleft() for _ in range(len(queue))]
-            if not items:
-                return
-            near_ratio = settings.THROTTLE_NEAR_LIMIT_RATIO
-            per_url: dict[str, tuple[dict, dict]] = {}
-            for url, prefix, minute, rules, reply, who, seconds in items:
-                counters, top = per_url.setdefault(url, ({}, {}))
-                field = _signature(rules, reply, near_ratio, latency_bucket(seconds * 1e6))
-                key = (f"{prefix}stats:{minute}", field)
-                counters[key] = counters.get(key, 0) + 1
-                if reply[0] == 0 and who:
-                    key = (f"{prefix}top:{minute}", who)
-                    top[key] = top.get(key, 0) + 1
-            for url, (counters, top) in per_url.items():
-                self._write(url, counters, top)
-
-    def _write(self, url: str, counters: dict, top: dict) -> None:
-        try:
-            pipe = _backend.client(url).pipeline(transaction=True)
-            for (key, field), count in counters.items():
-                pipe.hincrby(key, field, count)
-            for (key, who), count in top.items():
-                pipe.zincrby(key, count, who)
-            for key in {key for key, _field in counters} | {key for key, _who in top}:
-                pipe.expire(key, STATS_TTL_SECONDS)
-            pipe.execute()
-        except redis.exceptions.RedisError as error:
-            if not self._failing:
-                name = type(error).__name__
-                logger.warning("Rate limiter stats not written (%s: %s)", name, error)
-            self._failing = True
-        else:
-            self._failing = False
-
-    def forget_after_fork(self) -> None:
-        self.queue = collections.deque()
-        self._thread = None
-        self._start_lock = threading.Lock()
-        self._flush_lock = threading.Lock()
 
 
 def _signature(rules, reply, near_ratio: float, bucket: int) -> str:
@@ -366,136 +184,75 @@ def _signature(rules, reply, near_ratio: float, bucket: int) -> str:
     return f"{'a' if allowed else 'd'}|{','.join(parts)}|{bucket}"
 
 
-_stats = _Stats()
-os.register_at_fork(after_in_child=_stats.forget_after_fork)
-atexit.register(_stats.flush)
+_stats = CounterBatch("limiter-stats")
 
 
 def stats_flush() -> None:
-    """Write this process's queued monitoring counters now (the stats API calls this)."""
+    """Write this process's batched monitoring counters now."""
     _stats.flush()
 
 
-# RESP packing of the script call, by hand: cheaper than redis-py's or hiredis's packer for
-# this one command (profiled: ~1 µs against ~4 µs). The same callers come back with the same
-# rules (memoised per configuration snapshot, see services), so whole calls are packed once.
-_MODE_ARG = {False: b"$1\r\nc\r\n", True: b"$1\r\np\r\n"}
-_packed_calls: dict[tuple, bytes] = {}
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+def _stats_record(rules: Sequence[Rule], reply: list, who: str, seconds: float) -> None:
+    url = settings.REDIS_URL
+    prefix = key_prefix()
+    minute = int(time.time() // 60)
+    field = _signature(
+        rules, reply, settings.THROTTLE_NEAR_LIMIT_RATIO, latency_bucket(seconds * 1e6)
+    )
+    _stats.add(url, f"{prefix}stats:{minute}", field, ttl=STATS_TTL_SECONDS)
+    if reply[0] == 0 and who:
+        _stats.add_member(url, f"{prefix}top:{minute}", who, ttl=STATS_TTL_SECONDS)
 
 
 def _rule_arg(rule: Rule) -> bytes:
-    # Binary, as limiter.lua unpacks it: parsing numbers from text costs the script more.
+    # Binary, as limiter.lua unpacks it (struct '<ddBB'): limit, period µs, algorithm, shadow.
     code = _SCRIPT_ALGORITHMS[rule.algorithm]
-    return _bulk(struct.pack("<ddBB", rule.limit, rule.period * 1_000_000, code, rule.shadow))
+    return struct.pack("<ddBB", rule.limit, rule.period * 1_000_000, code, rule.shadow)
 
 
-def _pack_new(prefix: str, rules: Sequence[Rule], peek: bool) -> bytes:
-    # EVALSHA sha numkeys key*n mode rule*n
-    head = [b"*%d\r\n" % (4 + 2 * len(rules)), _bulk(b"EVALSHA"), _bulk(_SCRIPT_SHA.encode())]
-    keys = [
-        _bulk(f"{prefix}{_KEY_PARTS[rule.algorithm]}{rule.layer}:{rule.who}".encode())
-        for rule in rules
-    ]
-    args = [_rule_arg(rule) for rule in rules]
-    return b"".join([*head, _bulk(b"%d" % len(rules)), *keys, _MODE_ARG[peek], *args])
+def _script_call(rules: Sequence[Rule], peek: bool) -> tuple[list[str], list]:
+    prefix = key_prefix()
+    keys = [f"{prefix}2{ALGORITHM_CODES[rule.algorithm]}:{rule.layer}:{rule.who}" for rule in rules]
+    return keys, ["p" if peek else "c", *(_rule_arg(rule) for rule in rules)]
 
 
-def _pack(prefix: str, rules: Sequence[Rule], peek: bool) -> bytes:
-    key = (prefix, peek, rules if type(rules) is tuple else tuple(rules))
-    # Bounded: callers' identities are not.
-    return memoised(_packed_calls, key, lambda: _pack_new(prefix, rules, peek), limit=20_000)
-
-
-def limiter_consume(
-    *, rules: Sequence[Rule], who: str = "", peek: bool = False, also=()
-) -> LimitDecision:
+def limiter_consume(*, rules: Sequence[Rule], who: str = "", peek: bool = False) -> LimitDecision:
     """Check `rules` together; consume one unit from each only if every enforcing rule admits
     (shadow rules are counted but never refuse). `peek` reads without consuming (and is not
-    counted in the stats). `who` is counted in the top-limited set when refused.
-
-    `also`: other script calls (`ScriptCall`s) sent in the same round trip when they go to
-    the same Redis; each raw reply is put in its `reply` (left alone when it could not be
-    sent)."""
+    counted in the stats). `who` is counted in the top-limited set when refused."""
     if not rules:
         return ALLOWED
-    if health.down_until and health.is_down():
-        return PEEK_UNAVAILABLE if peek else _unavailable(rules)
-    url, prefix = _redis_target()
-    packed = _pack(prefix, rules, peek)
+    keys, args = _script_call(rules, peek)
     started = time.perf_counter()
     try:
-        riders = [other for other in also if other.url == url] if also else None
-        if riders:
-            reply, replies = _backend.evalsha_with(
-                url, packed, [(other.packed, other.script) for other in riders]
-            )
-            for other, other_reply in zip(riders, replies, strict=True):
-                other.reply = other_reply
-        else:
-            reply = _backend.evalsha(url, packed)
-    except redis.exceptions.RedisError as error:
-        health.mark_down(error)
+        reply = breaker.call(lambda: _SCRIPT(limiter_redis(), keys, args))
+    except Unavailable:
         return PEEK_UNAVAILABLE if peek else _unavailable(rules)
     if not peek:
-        elapsed = time.perf_counter() - started
-        _stats.record((url, prefix, int(time.time() // 60), rules, reply, who, elapsed))
+        _stats_record(rules, reply, who, time.perf_counter() - started)
     return _decision(rules, reply)
-
-
-_new_tuple = tuple.__new__  # NamedTuples made without their Python-level __new__ (~0.2 µs each)
 
 
 def _decision(rules: Sequence[Rule], reply: list) -> LimitDecision:
     states = tuple(
-        [
-            _new_tuple(
-                LayerState,
-                (
-                    rule.layer,
-                    rule.limit,
-                    reply[index],
-                    reply[index + 1] / 1e6,
-                    rule.period,
-                    rule.algorithm,
-                    rule.shadow,
-                    reply[index + 2] == 1,
-                ),
-            )
-            for index, rule in zip(range(3, 3 + 3 * len(rules), 3), rules, strict=True)
-        ]
+        LayerState(
+            rule.layer,
+            rule.limit,
+            reply[index],
+            reply[index + 1] / 1e6,
+            rule.period,
+            rule.algorithm,
+            rule.shadow,
+            reply[index + 2] == 1,
+        )
+        for index, rule in zip(range(3, 3 + 3 * len(rules), 3), rules, strict=True)
     )
     if reply[0] == 1:
-        return _new_tuple(LimitDecision, (True, None, 0.0, states, "rate_limited", False))
+        return LimitDecision(True, states=states)
     return LimitDecision(False, rules[reply[1] - 1].layer, reply[2] / 1e6, states)
 
 
-@dataclass(slots=True)
-class PeekRead(ScriptCall):
-    """A peek packed to ride another call's round trip (`limiter_consume(also=…)`); sent after
-    that call's check, so it sees the budget the check left."""
-
-    rules: Sequence[Rule] = ()
-
-
-def limiter_peek_prefetch(rules: list[Rule]) -> PeekRead | None:
-    if not rules or (health.down_until and health.is_down()):
-        return None
-    url, prefix = _redis_target()
-    return PeekRead(url, _pack(prefix, rules, True), _SCRIPT, rules=rules)
-
-
-def limiter_peek_result(read: PeekRead | None) -> LimitDecision | None:
-    """The peek's states, or None when it was not answered."""
-    if read is None or not isinstance(read.reply, list):
-        return None
-    return _decision(read.rules, read.reply)
-
-
-def _unavailable(rules: list[Rule]) -> LimitDecision:
+def _unavailable(rules: Sequence[Rule]) -> LimitDecision:
     for rule in rules:
         if rule.fail_closed and not rule.shadow:
             return LimitDecision(

@@ -1,33 +1,24 @@
-"""Enforces the limiter on /api/v1/ before DRF authenticates (DRF runs its throttles after
-authentication and permissions, so 401s and failed API keys would otherwise go uncounted),
-and puts the rate-limit headers on every API response."""
+"""Rate-limit headers on every /api/v1/ response, and the check of what DRF's throttle
+classes did not check.
+
+DRF runs a view's throttles after authentication and permissions. A request DRF refused
+before its throttles (failed authentication, permission denied) or that no DRF view served
+(an unknown URL) is checked here once the response exists, as the caller Django and DRF
+authenticated (nobody, after a failed authentication: the IP layer), with the view's layers
+or the defaults; if over a limit, the 429 replaces the response. So every API request is
+counted exactly once, and no credential, good or bad, escapes the limiter."""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 from rest_framework.settings import api_settings
 
 from openspark.core.middleware import ApiErrorMiddleware
 
-from .limiter import ALLOWED
 from .responses import decision_headers, decision_response
 from .services import limiter_check_request
-from .throttles import layers_for_view_class
+from .throttles import RequestLimiter, layers_of, view_layers
 
 API_PREFIX = "/api/v1/"
-
-
-@lru_cache(maxsize=1024)
-def view_layers(view_class) -> frozenset[str]:
-    """The layers a view class's throttle classes name (memoised: checked per request)."""
-    return layers_for_view_class(view_class)
-
-
-def _default_layers() -> frozenset[str]:
-    return layers_for_view_class(
-        type("Defaults", (), {"throttle_classes": api_settings.DEFAULT_THROTTLE_CLASSES})
-    )
 
 
 class RateLimitMiddleware:
@@ -37,38 +28,32 @@ class RateLimitMiddleware:
     def __call__(self, request):
         if not request.path.startswith(API_PREFIX):
             return self.get_response(request)
+        state = request.limiter = RequestLimiter()
         response = self.get_response(request)
-        decision = getattr(request, "limiter_decision", None)
-        if decision is None:
-            # Never reached a view (unknown URL, CSRF refusal, ...): still counted, with the
-            # default layers, and refused if over.
-            decision = limiter_check_request(request=request, layers=_default_layers())
-            request.limiter_decision = decision
-            if not decision.allowed:
-                response = decision_response(decision)
+        if state.decision is None:
+            layers = (
+                layers_of(api_settings.DEFAULT_THROTTLE_CLASSES)
+                if state.layers is None
+                else state.layers
+            )
+            if not layers:
+                return response  # a view that is not limited
+            state.decision = limiter_check_request(request=request, layers=layers)
+            if not state.decision.allowed:
+                response = decision_response(state.decision)
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(
             "application/json"
         ):
             # Django's own HTML error pages are replaced with the JSON error shape by the outer
             # ApiErrorMiddleware, which would drop our headers: shape the error here first.
             response = ApiErrorMiddleware(lambda _request: response)(request)
-        for name, value in decision_headers(decision).items():
+        for name, value in decision_headers(state.decision).items():
             response[name] = value
         return response
 
     def process_view(self, request, view_func, view_args, view_kwargs):
-        if not request.path.startswith(API_PREFIX):
-            return None
-        decision = getattr(request, "limiter_decision", None)
-        if decision is None:
-            view_class = getattr(view_func, "cls", None)
-            layers = view_layers(view_class) if view_class is not None else _default_layers()
-            if not layers:
-                request.limiter_decision = ALLOWED
-                return None
-            decision = limiter_check_request(request=request, layers=layers)
-            request.limiter_decision = decision
-        # else: the edge (openspark/edge.py) made this request's check before handing it on.
-        if not decision.allowed:
-            return decision_response(decision)
+        state = getattr(request, "limiter", None)
+        view_class = getattr(view_func, "cls", None)  # DRF's as_view() sets it
+        if state is not None and view_class is not None:
+            state.layers = view_layers(view_class)
         return None

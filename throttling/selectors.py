@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.signals import setting_changed
 from django.db.models import Q
-from django.dispatch import receiver
 from django.utils import timezone
+
+from openspark.core.state import on_reset
 
 from .models import AccessListEntry, ExtraRule, LayerPolicy, Plan, TokenUsage
 
@@ -102,9 +102,6 @@ class LimiterConfig:
     allow_networks: tuple = ()
     deny_networks: tuple = ()
     loaded_at: float = field(default_factory=time.monotonic)
-    # Rules built from this snapshot, per caller and path (throttling.services): the same
-    # callers come back many times within a snapshot's life.
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def plan(self, plan_id: int | None) -> PlanLimits:
         return self.plans.get(plan_id) or self.default_plan
@@ -133,35 +130,20 @@ class _ConfigCache:
                 self._expires = time.monotonic() + settings.THROTTLE_CONFIG_TTL
             return self._config
 
-    def peek(self) -> LimiterConfig | None:
-        """The snapshot if it is still fresh, without loading one (for the event loop)."""
-        config = self._config
-        return config if config is not None and time.monotonic() < self._expires else None
-
     def clear(self) -> None:
         self._expires = 0.0
 
 
 _config_cache = _ConfigCache()
+on_reset(_config_cache.clear, derived_from_settings=True)  # rules read THROTTLE_*
 
 
 def limiter_config_get() -> LimiterConfig:
     return _config_cache.get()
 
 
-def limiter_config_peek() -> LimiterConfig | None:
-    return _config_cache.peek()
-
-
 def limiter_config_invalidate() -> None:
     _config_cache.clear()
-
-
-@receiver(setting_changed)
-def _settings_changed(*, setting: str, **_kwargs) -> None:
-    # Rules read THROTTLE_* settings too; a snapshot (and its memo) must not outlive them.
-    if setting.startswith("THROTTLE_"):
-        limiter_config_invalidate()
 
 
 def _plan_limits(plan: Plan) -> PlanLimits:
@@ -247,19 +229,19 @@ def _parse_signature(field: str) -> tuple[bool, list[tuple[str, str]], int | Non
 def limiter_stats_get(*, minutes: int = 10) -> dict:
     """Allowed/denied/near-limit/shadow-denied per layer per minute, top limited users and
     IPs, limiter latency percentiles (from all processes' reports) and recent alerts.
-    Counters are batched per process and written once a second (limiter._Stats): this
-    process's are flushed first, other processes' last second may not be in yet.
-    Raises redis.RedisError when Redis is unreachable."""
-    from accounts.models import User
+    Counters are batched per process and written once a second (limiter.py), so the last
+    second of other processes may not be in yet. Raises redis.RedisError when Redis is
+    unreachable."""
+    from django.contrib.auth import get_user_model
 
-    from .limiter import key_prefix, latency_bucket_upper, redis_client, stats_flush
+    from .limiter import key_prefix, latency_bucket_upper, limiter_redis
     from .models import Alert
 
-    stats_flush()  # this process's last second of counters (other processes: within 1 s)
+    User = get_user_model()
     prefix = key_prefix()
     current = int(time.time() // 60)
     window = list(range(current - minutes + 1, current + 1))
-    pipe = redis_client().pipeline(transaction=False)
+    pipe = limiter_redis().pipeline(transaction=False)
     for minute in window:
         pipe.hgetall(f"{prefix}stats:{minute}")
         pipe.zrevrange(f"{prefix}top:{minute}", 0, 49, withscores=True)

@@ -1,14 +1,26 @@
-"""DRF throttle classes, one per layer. They declare which layers a view uses (a view with
-`throttle_classes = []` is not limited); the layers of all of them are checked together in
-one atomic limiter call, normally by `RateLimitMiddleware` before authentication (so
-unauthenticated and failed-auth traffic is counted too). Without the middleware, the first
-of these classes on a view makes that single call itself and the others reuse its result."""
+"""DRF throttle classes, one per layer: where API views are limited. A view names the layers
+it is under by its throttle classes (`throttle_classes = []`: not limited); the first of them
+checks all of them together in one limiter round trip, as the caller DRF authenticated
+(throttling.identity), and the others reuse that decision.
+
+The decision is kept on the request's `limiter` (set by `RateLimitMiddleware`, which puts the
+rate-limit headers on the response, and checks what DRF did not: see the middleware)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from rest_framework.throttling import BaseThrottle
+
+
+class RequestLimiter:
+    """Per request: the view's layers and the decision, once made."""
+
+    __slots__ = ("decision", "layers")
+
+    def __init__(self) -> None:
+        self.layers: frozenset[str] | None = None
+        self.decision = None
 
 
 class LimiterThrottle(BaseThrottle):
@@ -20,19 +32,14 @@ class LimiterThrottle(BaseThrottle):
         from .responses import decision_error
         from .services import limiter_check_request
 
-        django_request = request._request
-        decision = getattr(django_request, "limiter_decision", None)
-        if decision is None:
-            layers = frozenset(
-                t.layer for t in view.get_throttles() if isinstance(t, LimiterThrottle)
-            )
-            decision = limiter_check_request(
-                request=django_request, layers=layers, user=request.user
-            )
-            django_request.limiter_decision = decision
-        if not decision.allowed:
+        # DRF's request reads attributes it does not have from Django's, so this is the
+        # middleware's object (absent when a view is called without it, as in unit tests).
+        state = getattr(request, "limiter", None) or RequestLimiter()
+        if state.decision is None:
+            state.decision = limiter_check_request(request=request, layers=view_layers(view))
+        if not state.decision.allowed:
             # Raised (not `return False`) so the error names the layer and carries headers.
-            raise decision_error(decision)
+            raise decision_error(state.decision)
         return True
 
 
@@ -58,8 +65,12 @@ class EndpointGroupRateThrottle(LimiterThrottle):
     layer = "endpoint"
 
 
-def layers_for_view_class(view_class) -> frozenset[str]:
-    classes = getattr(view_class, "throttle_classes", ())
+def layers_of(throttle_classes) -> frozenset[str]:
     return frozenset(
-        c.layer for c in classes if isinstance(c, type) and issubclass(c, LimiterThrottle)
+        c.layer for c in throttle_classes if isinstance(c, type) and issubclass(c, LimiterThrottle)
     )
+
+
+def view_layers(view) -> frozenset[str]:
+    """The layers an APIView instance or class is under."""
+    return layers_of(getattr(view, "throttle_classes", ()))

@@ -7,12 +7,12 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 import httpx
-from zhipuai import ZhipuAI
-from zhipuai.core._errors import (
+from zhipuai import (
     APIConnectionError,
     APIResponseError,
     APIStatusError,
     APITimeoutError,
+    ZhipuAI,
     ZhipuAIError,
 )
 

@@ -90,8 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Kept open between requests: ASGI request threads are pooled (openspark/core/asgi.py).
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Django's ASGI handler runs each request in a new thread, so a connection is per request;
+    # opening a SQLite file is cheap.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (
     DB_POOL_MAX_SIZE := env.int("DB_POOL_MAX_SIZE", default=10)
@@ -110,8 +111,6 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# Threads for ASGI requests' sync part (middleware, DRF views), each keeping its connection.
-ASGI_THREADS = env.int("ASGI_THREADS", default=16)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -119,6 +118,8 @@ AUTH_USER_MODEL = "accounts.User"
 # The runner exports REDIS_URL for an embedded server; production sets it explicitly.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="os")
+# Socket timeout of Redis clients made by openspark.core.redis unless a caller sets its own.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
 
 CACHES = {
     "default": {
@@ -350,9 +351,10 @@ CELERY_BEAT_SCHEDULE = {
 # modes per layer in the admin (Layer policies). Read lazily, so tests may override them.
 THROTTLE_GLOBAL_LIMIT = env.int("THROTTLE_GLOBAL_LIMIT", default=10_000)  # requests/min
 THROTTLE_IP_LIMIT = env.int("THROTTLE_IP_LIMIT", default=200)  # requests/min, no identity
-# Reverse proxies in front of the app that append to X-Forwarded-For; 0 = trust only the
-# socket peer, so a client cannot pick its own IP with a forged header.
-THROTTLE_TRUSTED_PROXY_COUNT = env.int("THROTTLE_TRUSTED_PROXY_COUNT", default=0)
+# Networks (CIDRs) of the reverse proxies in front of the app. X-Forwarded-For is read only
+# from a peer in one of them (throttling/identity.py); empty = trust only the socket peer, so
+# a client cannot pick its own IP with a forged header.
+THROTTLE_TRUSTED_PROXIES = env.list("THROTTLE_TRUSTED_PROXIES", default=[])
 THROTTLE_REDIS_TIMEOUT = env.float("THROTTLE_REDIS_TIMEOUT", default=0.25)  # seconds
 THROTTLE_REDIS_RETRY_SECONDS = env.float("THROTTLE_REDIS_RETRY_SECONDS", default=1.0)
 THROTTLE_CONFIG_TTL = env.float("THROTTLE_CONFIG_TTL", default=2.0)  # admin edits apply within
@@ -365,12 +367,6 @@ THROTTLE_ALERT_DENY_RATIO = env.float("THROTTLE_ALERT_DENY_RATIO", default=0.5)
 # Read lazily by openspark.core.cache. TTLs are the plan's numbers (seconds); each can be
 # overridden with CACHE_TTL_<NAMESPACE>. `rate_limit` documents the limiter's own window keys.
 CACHE_ENABLED = env.bool("CACHE_ENABLED", default=True)
-# Replay kept API responses ahead of Django (openspark/edge.py); needs CACHE_ENABLED.
-CACHE_EDGE_ENABLED = env.bool("CACHE_EDGE_ENABLED", default=True)
-# After the limiter's Redis call fails, the edge leaves requests to Django (whose Redis calls
-# run in threads) for this long, so a hanging Redis stalls the event loop once, not each time
-# the limiter retries it.
-CACHE_EDGE_QUIET_SECONDS = env.float("CACHE_EDGE_QUIET_SECONDS", default=30.0)
 CACHE_TTLS = {
     namespace: env.int(f"CACHE_TTL_{namespace.upper()}", default=seconds)
     for namespace, seconds in {
@@ -388,6 +384,8 @@ CACHE_TTLS = {
 CACHE_COMPRESS_MIN_BYTES = env.int("CACHE_COMPRESS_MIN_BYTES", default=1024)
 # How long one process may hold a key's compute lock before another takes over.
 CACHE_LOCK_TIMEOUT = env.float("CACHE_LOCK_TIMEOUT", default=10.0)
+# Socket timeout of the cache's Redis calls (seconds).
+CACHE_REDIS_TIMEOUT = env.float("CACHE_REDIS_TIMEOUT", default=2.0)
 # After a Redis failure, skip Redis for this long (requests go straight to the database).
 CACHE_REDIS_RETRY_SECONDS = env.float("CACHE_REDIS_RETRY_SECONDS", default=5.0)
 # Warm-up hooks (dotted paths): user warmers take (*, user), document warmers (*, document_ids).

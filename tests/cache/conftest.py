@@ -5,16 +5,13 @@ import pytest
 from django.conf import settings as django_settings
 from django_redis import get_redis_connection
 
-from openspark.core.cache import backend, stats
 from openspark.core.cache.keys import login_warm_keys
-from tests.live import start_asgi_server, subprocess_env
+from openspark.core.state import process_state_reset
 from throttling.models import Plan
 
 
 def reset_process_state() -> None:
-    backend.health.reset()
-    with stats._flush_lock, stats._lock:
-        stats._pending.clear()
+    process_state_reset()
     # "A login warm-up task is queued" outlives the per-test key cleanup on purpose; a test
     # that scheduled one without a worker must not hold back the next test's login.
     get_redis_connection("default").delete(*login_warm_keys())
@@ -72,21 +69,3 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 def ns_stats(body: dict, name: str) -> dict:
     return next(ns for ns in body["namespaces"] if ns["name"] == name)
-
-
-@pytest.fixture(scope="session")
-def edge_server(django_db_setup, django_db_blocker, live_logs, milvus_lite):
-    """The ASGI server with a limiter configuration snapshot that outlives a test: the edge
-    (openspark/edge.py) sends a request on to Django when the snapshot is stale (it cannot
-    load one on the event loop), so with the default 2 s a slow test could see Django answer
-    where it expects a replay. After a Redis failure it steps aside for 3 s, not 30."""
-    server = start_asgi_server(
-        live_logs, env=subprocess_env(THROTTLE_CONFIG_TTL="300", CACHE_EDGE_QUIET_SECONDS="3")
-    )
-    yield server
-    server.stop()
-
-
-def entries_kept() -> set[bytes]:
-    """The keys of the responses the edge keeps."""
-    return set(get_redis_connection("default").scan_iter("*:e:*", count=1000))

@@ -3,8 +3,7 @@
 import math
 
 import pytest
-from zhipuai import ZhipuAI
-from zhipuai.core._errors import APIRequestFailedError
+from zhipuai import APIRequestFailedError, ZhipuAI
 
 from openspark.llm.base import ErrorCode, LLMError
 from openspark.llm.embeddings import ZhipuEmbeddingProvider

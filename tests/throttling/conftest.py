@@ -5,27 +5,19 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from throttling import limiter, services
-from throttling.limiter import redis_client
-from throttling.selectors import limiter_config_invalidate
-from throttling.services import alerts_reset_dedup, api_key_cache
+from openspark.core.state import process_state_reset
+from throttling.limiter import limiter_redis
 
 
 def delete_limiter_keys(prefix: str, url: str | None = None) -> None:
-    client = redis.Redis.from_url(url) if url else redis_client()
+    client = redis.Redis.from_url(url) if url else limiter_redis()
     keys = list(client.scan_iter(match=f"{prefix}:rl:*", count=1000))
     if keys:
         client.delete(*keys)
 
 
 def _reset_process_state() -> None:
-    limiter._stats.queue.clear()  # counters batched for the previous test's prefix
-    limiter_config_invalidate()
-    api_key_cache.clear()
-    alerts_reset_dedup()
-    limiter.health.down_until = 0.0
-    limiter._fallback._levels.clear()
-    services._deny_rate.minute = 0
+    process_state_reset()  # counters batched for the previous test's prefix included
 
 
 @pytest.fixture(autouse=True)

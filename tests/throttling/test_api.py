@@ -165,7 +165,7 @@ def test_ip_layer_for_anonymous_and_failed_auth_traffic(api_client):
 
 def test_client_ip_behind_trusted_proxies(api_client, settings):
     _policy("ip", limit=2)
-    settings.THROTTLE_TRUSTED_PROXY_COUNT = 1
+    settings.THROTTLE_TRUSTED_PROXIES = ["127.0.0.0/8"]  # the test client's peer is the proxy
     # The proxy appended the real client (last entry); the first entry is the client's forgery.
     for forged in ("1.1.1.1", "2.2.2.2"):
         api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR=f"{forged}, 203.0.113.5")
@@ -173,6 +173,34 @@ def test_client_ip_behind_trusted_proxies(api_client, settings):
     assert refused.status_code == 429
     other = api_client.get("/api/v1/me/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.6")
     assert other.status_code == 401
+
+
+def test_forwarded_for_is_trusted_only_from_proxy_networks(api_client, settings):
+    """Security issue item 6: X-Forwarded-For names the client only when the peer is one of
+    the configured proxies. A leftover proxy count (the old setting) must not reopen the
+    hole: a client talking to the app directly cannot pick its own address."""
+    _policy("ip", limit=2)
+    settings.THROTTLE_TRUSTED_PROXY_COUNT = 1
+    settings.THROTTLE_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    direct = "198.51.100.7"
+    statuses = [
+        api_client.get(
+            "/api/v1/me/", REMOTE_ADDR=direct, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}"
+        ).status_code
+        for n in range(4)
+    ]
+    assert statuses == [401, 401, 429, 429]  # one budget: the peer's, whatever it claims
+    # Through a proxy (and a second one behind it) the first untrusted hop is the client.
+    via_proxy = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "203.0.113.9, 10.0.0.5"}
+    assert [api_client.get("/api/v1/me/", **via_proxy).status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+    other = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "forged, 203.0.113.10"}
+    assert api_client.get("/api/v1/me/", **other).status_code == 401  # its own budget
+    # The proxies' own addresses were never charged.
+    assert api_client.get("/api/v1/me/", REMOTE_ADDR="10.0.0.2").status_code == 401
 
 
 def test_deny_list_user_and_cidr(auth_client, user, api_client):
@@ -209,14 +237,15 @@ def test_websocket_frames_share_the_messages_budget(user, test_urls):
     client = APIClient()
     client.force_authenticate(user)
     started = time.monotonic()
-    frames = [limiter_check_websocket(user=user, ip="127.0.0.1") for _ in range(60)]
+    scope = {"user": user, "client": ("127.0.0.1", 5000), "headers": []}
+    frames = [limiter_check_websocket(scope=scope) for _ in range(60)]
     assert all(d.allowed for d in frames)
     posted = 0
     while client.post("/api/v1/messages/_t/").status_code == 201:
         posted += 1
     # 120 per minute shared with the frames (2 per second refill during the test).
     assert 60 <= posted <= 60 + int(120 * (time.monotonic() - started) / 60) + 1
-    refused = limiter_check_websocket(user=user, ip="127.0.0.1")
+    refused = limiter_check_websocket(scope=scope)
     assert not refused.allowed
     assert refused.layer == "endpoint:messages"
     assert 0 < refused.retry_after <= 1

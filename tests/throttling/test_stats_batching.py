@@ -1,17 +1,16 @@
-"""What the lean check path changed: monitoring counters batched per process and written
-once a second (exact, also across fork), the limiter's own idle connections (a connection
-the server closed is retried once, a timeout is not), and per-algorithm state keys."""
+"""The check path: monitoring counters batched per process and written once a second
+(exact, also across fork), connections (one the server closed is replaced at once, a timeout
+is never retried), and per-algorithm state keys."""
 
 import multiprocessing
 import time
 
 import pytest
 import redis
-from django.conf import settings
 
-from openspark.core import redis_raw
+from openspark.embedded import start_redis
 from throttling import limiter
-from throttling.limiter import Rule, key_prefix, limiter_consume, redis_client, stats_flush
+from throttling.limiter import Rule, key_prefix, limiter_consume, limiter_redis, stats_flush
 from throttling.selectors import limiter_stats_get
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def _stats_hash() -> dict:
     minute = int(time.time() // 60)
-    client = redis_client()
+    client = limiter_redis()
     fields = {}
     for m in (minute - 1, minute):
         for field, count in client.hgetall(f"{key_prefix()}stats:{m}").items():
@@ -68,6 +67,7 @@ def test_top_limited_ips_are_counted_per_refusal():
     rule = Rule("ip", "ip:203.0.113.9", limit=2, algorithm="sliding_window")
     results = [limiter_consume(rules=[rule], who="ip:203.0.113.9").allowed for _ in range(5)]
     assert results == [True, True, False, False, False]
+    stats_flush()
     stats = limiter_stats_get(minutes=2)
     assert stats["top_limited_ips"] == [{"ip": "203.0.113.9", "denied": 3}]
     assert stats["totals"]["ip"]["denied"] == 3
@@ -77,7 +77,7 @@ def test_the_background_thread_writes_the_counters_within_a_second_or_two():
     rule = Rule("plan", "u:background", limit=100)
     for _ in range(7):
         assert limiter_consume(rules=[rule], who="u:background").allowed
-    deadline = time.monotonic() + 5 * limiter._Stats.INTERVAL
+    deadline = time.monotonic() + 5 * limiter._stats.interval
     counted = 0
     while time.monotonic() < deadline:
         counted = sum(n for field, n in _stats_hash().items() if "plan" in field)
@@ -88,8 +88,8 @@ def test_the_background_thread_writes_the_counters_within_a_second_or_two():
 
 
 def _child_flushes(out):
-    stats_flush()  # the child's queue starts empty: nothing of the parent's is written twice
-    out.put(len(limiter._stats.queue))
+    out.put(len(limiter._stats.pending()))  # empty: nothing of the parent's is written twice
+    stats_flush()
 
 
 def test_a_forked_child_does_not_write_the_parents_queued_counters():
@@ -99,56 +99,52 @@ def test_a_forked_child_does_not_write_the_parents_queued_counters():
     context = multiprocessing.get_context("fork")
     out = context.Queue()
     child = context.Process(target=_child_flushes, args=(out,))
-    # Holding the flush lock keeps the parent's flusher away: the 6 are queued at the fork
-    # (and the child must not inherit the held lock either, or its flush would hang).
-    with limiter._stats._flush_lock:
-        assert len(limiter._stats.queue) == 6
-        child.start()
+    child.start()
     assert out.get(timeout=30) == 0
     child.join(30)
     stats_flush()
     assert limiter_stats_get(minutes=2)["totals"]["plan"]["allowed"] == 6
 
 
-def test_a_connection_closed_by_the_server_is_replaced_without_failing_open():
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    """A Redis of this test's own: its command counts are this test's alone."""
+    service = start_redis(tmp_path / "redis", persist=False)
+    settings.REDIS_URL = service.url
+    yield redis.Redis.from_url(service.url)
+    service.stop()
+
+
+def _evalsha_calls(client) -> int:
+    return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_a_connection_closed_by_the_server_is_replaced_without_failing_open(own_redis):
     rule = Rule("plan", "u:killed", limit=100, algorithm="sliding_window")
     assert not limiter_consume(rules=[rule]).degraded
-    # Kill exactly the limiter's idle connection (the server may be shared with other runs).
-    idle = limiter._backend._idle[settings.REDIS_URL]
-    assert len(idle) == 1
-    conn = idle[0].conn  # the redis-py connection under the limiter's raw link
-    conn.send_command("CLIENT", "ID")
-    client_id = conn.read_response()
-    assert redis_client().client_kill_filter(_id=client_id) == 1
+    own_redis.client_kill_filter(_type="normal", skipme=True)  # the limiter's idle connection
     decision = limiter_consume(rules=[rule])
     assert decision.allowed and not decision.degraded
     assert decision.states[0].remaining == 98  # both checks counted, once each
-    assert not limiter.health.is_down()
+    assert not limiter.breaker.is_open()
 
 
-def test_a_timeout_is_not_retried(monkeypatch):
+def test_a_timeout_is_not_retried(own_redis, settings):
     """The script may have run: retrying could charge twice. Fail over instead. The timeout
-    is real: Redis holds every write (scripts included) for longer than the limiter waits."""
+    is real: Redis holds every write (scripts included) for longer than the limiter waits,
+    then runs what it held."""
     rule = Rule("plan", "u:timeout", limit=100)
     limiter_consume(rules=[rule])
-    calls = []
-    real_call = redis_raw._Link.call
-
-    def counted(link, packed, count):
-        calls.append(packed)
-        return real_call(link, packed, count)
-
-    monkeypatch.setattr(redis_raw._Link, "call", counted)
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.client_pause(int(settings.THROTTLE_REDIS_TIMEOUT * 1000) + 1500, all=False)
+    before = _evalsha_calls(own_redis)
+    own_redis.client_pause(int(settings.THROTTLE_REDIS_TIMEOUT * 1000) + 1000, all=False)
     try:
         decision = limiter_consume(rules=[rule])
     finally:
-        client.client_unpause()
+        own_redis.client_unpause()
     assert decision.degraded and decision.allowed  # fail open, per-process bucket
-    assert len(calls) == 1
-    assert limiter.health.is_down()
-    assert limiter._backend._idle[settings.REDIS_URL] == []  # that one was closed
+    assert limiter.breaker.is_open()
+    time.sleep(0.2)
+    assert _evalsha_calls(own_redis) - before == 1  # sent once, run once (after the pause)
 
 
 def test_changing_a_rules_algorithm_starts_a_fresh_state_instead_of_failing():
@@ -165,18 +161,17 @@ def test_token_bucket_state_expires_when_the_bucket_is_full_again():
     for _ in range(3):
         limiter_consume(rules=[rule])
     key = f"{key_prefix()}2t:plan:u:ttl"
-    ttl = redis_client().pttl(key)
+    ttl = limiter_redis().pttl(key)
     assert 0 < ttl <= 1_801  # 3 used: full again after 1.8 s (+1 ms), not after the period
-    assert len(redis_client().get(key)) == 16  # two packed doubles: level, µs timestamp
+    assert len(limiter_redis().get(key)) == 16  # two packed doubles: level, µs timestamp
 
 
 def test_the_limiter_follows_a_changed_redis_key_prefix(settings):
-    """The Redis URL and key prefix are read once, and again after a settings change."""
     rule = Rule("plan", "u:prefix", limit=5)
     limiter_consume(rules=[rule])
     settings.REDIS_KEY_PREFIX = "os-moved"
     try:
         assert limiter_consume(rules=[rule]).states[0].remaining == 4  # a fresh budget
-        assert redis_client().exists("os-moved:rl:{rl}:2t:plan:u:prefix")
+        assert limiter_redis().exists("os-moved:rl:{rl}:2t:plan:u:prefix")
     finally:
-        redis_client().delete("os-moved:rl:{rl}:2t:plan:u:prefix")
+        limiter_redis().delete("os-moved:rl:{rl}:2t:plan:u:prefix")

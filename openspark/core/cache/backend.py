@@ -1,6 +1,6 @@
-"""Redis access for the cache: the raw django-redis client, the Lua scripts that make each
-cache operation one round trip, and a breaker so a Redis outage costs one failed call per
-CACHE_REDIS_RETRY_SECONDS instead of one per request.
+"""Redis access for the cache: its client, the Lua scripts that make each cache operation
+one round trip, and its breaker (the one policy of openspark.core.redis), so a Redis outage
+costs one failed call per CACHE_REDIS_RETRY_SECONDS instead of one per request.
 
 Every function here raises `Unavailable` when Redis cannot answer; callers fall back to the
 database. Errors are logged once per outage, not once per request."""
@@ -8,21 +8,13 @@ database. Errors are logged once per outage, not once per request."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from django.conf import settings
-from django_redis import get_redis_connection
-from redis.exceptions import RedisError
 
-from openspark.core.redis_raw import (
-    ScriptCall,
-    ScriptConnections,
-    pack_command,
-    script_sha,
-)
+from openspark.core.redis import Breaker, LuaScript, Unavailable, redis_client
+from openspark.core.state import on_reset
 
 logger = logging.getLogger("openspark.cache")
 
@@ -45,7 +37,7 @@ if redis.replicate_commands then redis.replicate_commands() end
 # KEYS: n version counters, stats hash, hot set.
 # ARGV: base key, n, count (1/0), lock ms (0 = no lock), lock token, hot member, counter ttl.
 # Returns {hit, full key, value or lock-acquired flag, versions}.
-READ = (
+READ = LuaScript(
     _NEW_COUNTER
     + """
 local n = tonumber(ARGV[2])
@@ -78,7 +70,8 @@ return {0, key, locked, versions}
 # KEYS: n version counters, stats hash. ARGV: n, versions read, full key, value, ttl, token.
 # Stores only if no counter moved since the read: a value computed before a write committed
 # would otherwise sit (unreachable, but using memory) under the old versions.
-STORE = """
+STORE = LuaScript(
+    """
 local n = tonumber(ARGV[1])
 local parts = {}
 for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
@@ -95,15 +88,18 @@ if ARGV[6] ~= '' and redis.call('GET', ARGV[3] .. ':lock') == ARGV[6] then
 end
 return stored
 """
+)
 
 # KEYS[1]: a lock. ARGV[1]: the token its holder set.
-RELEASE = """
+RELEASE = LuaScript(
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+)
 
 # KEYS: version counters to move forward. ARGV[1]: ttl of a counter created here.
-BUMP = (
+BUMP = LuaScript(
     _NEW_COUNTER
     + """
 for _, k in ipairs(KEYS) do
@@ -114,143 +110,54 @@ return #KEYS
 """
 )
 
-# Whole responses replayed ahead of Django (edge.py). An entry is a hash: `v` the versions its
-# reads saw, `k` their counters' keys (newline-separated), `s` its namespace's stats key, `n`
-# the namespace, `h` the response headers, `b` the body, `l` the name of its live part ('' if
-# none), `y` the request headers it was made for.
-# KEYS[1]: the entry. ARGV[1]: the request's headers (as `y`). Returns {1, headers, body,
-# namespace, live part} (and counts a hit) when the headers match and every counter still
-# holds the value its reads saw, else {0}; a miss is not counted here (the view's own read
-# counts it).
-EDGE_READ = """
-local e = redis.call('HMGET', KEYS[1], 'v', 'k', 's', 'n', 'h', 'b', 'l', 'y')
-if not e[1] or e[8] ~= ARGV[1] then return {0} end
-local parts = {}
-local i = 0
-for k in string.gmatch(e[2], '[^\\n]+') do
-  i = i + 1
-  parts[i] = redis.call('GET', k) or ''
-end
-if table.concat(parts, '.') ~= e[1] then return {0} end
-redis.call('HINCRBY', e[3], 'hits', 1)
-return {1, e[5], e[6], e[4], e[7]}
-"""
-
-# KEYS: n counters. ARGV: n, the versions the response's reads saw, entry key, ttl, stats key,
-# namespace, headers, body, live part, request headers. Stores only if no counter moved since
-# those reads (as STORE).
-EDGE_STORE = """
-local n = tonumber(ARGV[1])
-local parts = {}
-for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
-if table.concat(parts, '.') ~= ARGV[2] then return 0 end
-redis.call('HSET', ARGV[3], 'v', ARGV[2], 'k', table.concat(KEYS, '\\n'), 's', ARGV[5],
-  'n', ARGV[6], 'h', ARGV[7], 'b', ARGV[8], 'l', ARGV[9], 'y', ARGV[10])
-redis.call('EXPIRE', ARGV[3], ARGV[4])
-return 1
-"""
-
-_SHAS = {src: script_sha(src) for src in (READ, STORE, RELEASE, BUMP, EDGE_READ, EDGE_STORE)}
-
-
-# A read packed for the rate limiter's round trip (see ScriptCall).
-Prefetch = ScriptCall
-
-
-class Unavailable(Exception):
-    """Redis did not answer (or the breaker is open); use the database."""
-
-
-class _Health:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.down_until = 0.0
-        self.down = False
-        # Set when a version bump could not be delivered: until everything is invalidated,
-        # values cached before that write could be served once Redis is back.
-        self.invalidate_all = False
-
-    def reset(self) -> None:
-        with self.lock:
-            self.down_until = 0.0
-            self.down = False
-            self.invalidate_all = False
-
-
-health = _Health()
-
-
-def _failed(exc: BaseException) -> None:
-    with health.lock:
-        health.down_until = time.monotonic() + settings.CACHE_REDIS_RETRY_SECONDS
-        first = not health.down
-        health.down = True
-    if first:
-        logger.warning("Cache: Redis unavailable, reading from the database (%s)", exc)
-
-
-def _recovered() -> None:
-    with health.lock:
-        was_down, health.down = health.down, False
-        invalidate = health.invalidate_all
-    if was_down:
-        logger.warning("Cache: Redis reachable again")
-    if invalidate:
-        from .keys import global_version_key
-
-        _evalsha(BUMP, [global_version_key()], [VERSION_TTL])
-        with health.lock:
-            health.invalidate_all = False
-        logger.warning("Cache: invalidated every namespace after a missed version bump")
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """Run fn() against Redis; raise Unavailable on any Redis or socket failure."""
-    if time.monotonic() < health.down_until:
-        raise Unavailable("breaker open")
-    try:
-        if health.down or health.invalidate_all:
-            _recovered()
-        return fn()
-    except (RedisError, OSError) as exc:
-        _failed(exc)
-        raise Unavailable(str(exc)) from exc
-
-
-def call(fn: Callable[..., T]) -> T:
-    """Run fn(client) with the django-redis client; raise Unavailable as `run` does."""
-    return _guarded(lambda: fn(get_redis_connection("default")))
-
-
-# The scripts run on every cached read: sent on idle connections of the django-redis
-# client's settings, packed by hand, without redis-py's per-call bookkeeping (see redis_raw).
-_scripts = ScriptConnections(lambda _url: get_redis_connection("default"))
+__all__ = ["Unavailable"]
 
 
 def location() -> str:
-    # Connections are keyed by it, so a changed setting never reuses another server's.
     return str(settings.CACHES["default"]["LOCATION"])
 
 
-def pack(src: str, keys: list, args: list) -> bytes:
-    return pack_command("EVALSHA", _SHAS[src], len(keys), *keys, *args)
+def client():
+    return redis_client(location(), settings.CACHE_REDIS_TIMEOUT)
 
 
-def healthy() -> bool:
-    """Up, breaker closed, nothing to recover: a read may go out on another module's round
-    trip (the recovery steps of `_guarded` run only on this module's own calls)."""
-    return not (health.down or health.invalidate_all) and time.monotonic() >= health.down_until
+class _MissedBump:
+    """Set when a version bump could not be delivered: until everything is invalidated,
+    values cached before that write could be served once Redis is back."""
+
+    pending = False
+
+    def reset(self) -> None:
+        self.pending = False
 
 
-def _evalsha(src: str, keys: list, args: list):
-    return _scripts.evalsha(location(), pack(src, keys, args), src)
+_missed_bump = _MissedBump()
+on_reset(_missed_bump.reset)
+breaker = Breaker("cache", lambda: settings.CACHE_REDIS_RETRY_SECONDS)
 
 
-def run(src: str, keys: list, args: list):
+def _guarded(fn: Callable[[], T]) -> T:
+    def go() -> T:
+        if _missed_bump.pending:
+            from .keys import global_version_key
+
+            BUMP(client(), [global_version_key()], [VERSION_TTL])
+            _missed_bump.pending = False
+            logger.warning("Cache: invalidated every namespace after a missed version bump")
+        return fn()
+
+    return breaker.call(go)
+
+
+def call(fn: Callable[..., T]) -> T:
+    """fn(client) through the cache's breaker; `Unavailable` when Redis cannot answer."""
+    return _guarded(lambda: fn(client()))
+
+
+def run(script: LuaScript, keys: list, args: list):
     """One of this module's scripts, in one round trip."""
-    return _guarded(lambda: _evalsha(src, keys, args))
+    return _guarded(lambda: script(client(), keys, args))
 
 
 def bump_missed() -> None:
-    with health.lock:
-        health.invalidate_all = True
+    _missed_bump.pending = True

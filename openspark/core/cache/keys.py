@@ -4,7 +4,6 @@
 Layout (after the prefix):
     c:<namespace>:<key>|<global>.<namespace>.<scope versions…>   a cached value
     c:…|….lock                                                     its compute lock
-    e:<digest>  (hash)                                             a response kept for replay
     v#g, v#ns:<namespace>, v:<scope>                               version counters
     s:<namespace>  (hash), h:<namespace>  (sorted set)             stats, hot members
 """
@@ -17,8 +16,6 @@ import re
 from collections.abc import Iterable
 
 from django.core.cache import caches
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 Scope = str | tuple
 
@@ -44,45 +41,8 @@ def api_key_scope(key_hash: str) -> tuple[str, str]:
     return ("api_key", key_hash)
 
 
-# make_key depends only on the settings (prefix, version, key function); `caches["default"]`
-# is a per-thread lookup that costs more than the key itself, so its make_key is kept.
-_make_key = None
-
-
 def _make(raw: str) -> str:
-    global _make_key
-    if _make_key is None:
-        _make_key = caches["default"].make_key
-    return str(_make_key(raw))
-
-
-# Counters, stats and hot-set keys depend only on the settings and a namespace, and every
-# cached read needs them: made once per process (forgotten when CACHES changes, as in tests).
-_fixed: dict[str, str] = {}
-
-
-def _make_fixed(raw: str) -> str:
-    made = _fixed.get(raw)
-    if made is None:
-        made = _fixed[raw] = _make(raw)
-    return made
-
-
-_forgetters: list = [_fixed.clear]
-
-
-def forget_when_caches_change(clear) -> None:
-    """Register `clear()` for memos of keys (they follow the CACHES setting, as in tests)."""
-    _forgetters.append(clear)
-
-
-@receiver(setting_changed)
-def _forget_keys(*, setting: str, **_kwargs) -> None:
-    global _make_key
-    if setting == "CACHES":
-        _make_key = None
-        for forget in _forgetters:
-            forget()
+    return str(caches["default"].make_key(raw))
 
 
 _UNREADABLE = re.compile(r"[\s|:]")  # \s is str.isspace() for str patterns
@@ -124,16 +84,10 @@ def value_base_key(namespace: str, key) -> str:
 def version_keys(namespace: str, scopes: Iterable[str]) -> list[str]:
     """The counters a value's key embeds: everything, its namespace, then its scopes."""
     return [
-        _make_fixed("v#g"),
-        _make_fixed(f"v#ns:{namespace}"),
+        _make("v#g"),
+        _make(f"v#ns:{namespace}"),
         *(_make(f"v:{scope}") for scope in scopes),
     ]
-
-
-def edge_key(digest: str) -> str:
-    """A whole response kept for replay (edge.py); not under c:<namespace> because the edge
-    reads it before it knows which view (and namespace) the request is for."""
-    return _make(f"e:{digest}")
 
 
 def scope_version_key(scope: str) -> str:
@@ -141,19 +95,19 @@ def scope_version_key(scope: str) -> str:
 
 
 def global_version_key() -> str:
-    return _make_fixed("v#g")
+    return _make("v#g")
 
 
 def namespace_version_key(namespace: str) -> str:
-    return _make_fixed(f"v#ns:{namespace}")
+    return _make(f"v#ns:{namespace}")
 
 
 def stats_key(namespace: str) -> str:
-    return _make_fixed(f"s:{namespace}")
+    return _make(f"s:{namespace}")
 
 
 def hot_key(namespace: str) -> str:
-    return _make_fixed(f"h:{namespace}")
+    return _make(f"h:{namespace}")
 
 
 def login_warm_keys() -> tuple[str, str]:

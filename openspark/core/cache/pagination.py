@@ -1,17 +1,38 @@
 """Cached pages for list endpoints: the page's rows and count come from the cache, the links
 are rebuilt for each request (they hold the caller's host), and the shape is exactly DRF's
-`{"count", "next", "previous", "results"}`."""
+`{"count", "next", "previous", "results"}`.
+
+Conditional requests: a page's `ETag` is made of the version counters its cached read saw
+(and what else shapes the response: the key, page, size, host). A client that sends it back
+in `If-None-Match` gets `304 Not Modified` after one read of the counters, without the page
+being read or rendered; any write that would invalidate the cached page moves a counter, so
+it changes the ETag too."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 
+from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_etags, quote_etag
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from .edge import edge_allow
-from .keys import Scope
-from .service import cache_get_or_set
+from .keys import Scope, key_part
+from .service import cache_get_or_set_versioned, cache_versions_get
+
+# The caller (session cookie or API key) shapes the response as much as the URL does.
+VARY = ("Authorization", "Cookie")
+
+
+def _etag(request, namespace: str, key: tuple, versions: str) -> str:
+    shape = f"{request.scheme}://{request.get_host()}|{namespace}|{key_part(key)}|{versions}"
+    return quote_etag(hashlib.blake2b(shape.encode(), digest_size=16).hexdigest())
+
+
+def _not_modified(request, etag: str) -> bool:
+    tags = parse_etags(request.headers.get("If-None-Match", ""))
+    return "*" in tags or etag in tags
 
 
 def cached_page_response(
@@ -40,9 +61,17 @@ def cached_page_response(
             "results": list(serialize(rows)),
         }
 
-    data = cache_get_or_set(namespace, key=(*key, page, page_size), compute=compute, scopes=scopes)
-    # The response is this read plus the request's own URL: it may be replayed (edge.py).
-    edge_allow(params=(paginator.page_query_param, paginator.page_size_query_param))
+    page_key = (*key, page, page_size)
+    if request.headers.get("If-None-Match"):
+        current = cache_versions_get(namespace, scopes=scopes)
+        etag = current and _etag(request, namespace, page_key, current)
+        if etag and _not_modified(request, etag):
+            response = Response(status=304, headers={"ETag": etag})
+            patch_vary_headers(response, VARY)
+            return response
+    data, versions = cache_get_or_set_versioned(
+        namespace, key=page_key, compute=compute, scopes=scopes
+    )
     url = request.build_absolute_uri()
     number, param = data["number"], paginator.page_query_param
     next_link = replace_query_param(url, param, number + 1) if number < data["num_pages"] else None
@@ -53,7 +82,7 @@ def cached_page_response(
             if number == 2
             else replace_query_param(url, param, number - 1)
         )
-    return Response(
+    response = Response(
         {
             "count": data["count"],
             "next": next_link,
@@ -61,3 +90,8 @@ def cached_page_response(
             "results": data["results"],
         }
     )
+    if versions is not None:
+        # The versions the page was read under: never newer than its content.
+        response["ETag"] = _etag(request, namespace, page_key, versions)
+    patch_vary_headers(response, VARY)
+    return response

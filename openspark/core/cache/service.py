@@ -16,15 +16,9 @@ from typing import TypeVar
 
 from django.conf import settings
 
-from openspark.core.memo import memoised
-from openspark.core.redis_raw import NOT_SENT
-
 from . import backend, stats
-from .backend import Prefetch
-from .edge import edge_read_noted
 from .keys import (
     Scope,
-    forget_when_caches_change,
     hot_key,
     namespace_pattern,
     scopes_normalize,
@@ -82,24 +76,12 @@ def _lookup(
 ) -> _Lookup:
     started = time.perf_counter()
     reply = backend.run(
-        backend.READ, *_read_call(namespace, base, vkeys, count, lock_ms, token, hot)
-    )
-    if count:
-        stats.record_latency(namespace, time.perf_counter() - started)
-    return _lookup_from(reply)
-
-
-def _read_call(
-    namespace: str, base: str, vkeys: list[str], count: bool, lock_ms: int, token: str, hot
-) -> tuple[list, list]:
-    """KEYS and ARGV of the READ script."""
-    return (
+        backend.READ,
         [*vkeys, stats_key(namespace), hot_key(namespace)],
         [base, len(vkeys), int(count), lock_ms, token, hot or "", backend.VERSION_TTL],
     )
-
-
-def _lookup_from(reply) -> _Lookup:
+    if count:
+        stats.record_latency(namespace, time.perf_counter() - started)
     hit, key, payload, versions = reply
     return _Lookup(
         hit=bool(hit),
@@ -141,14 +123,42 @@ def cache_get_or_set(
     compute() stored for the namespace's TTL. Falls back to compute() when caching is off or
     Redis is unavailable. The value returned is always the decoded cached form, so a hit and
     a miss give identical types (tuples become lists)."""
+    return cache_get_or_set_versioned(namespace, key=key, compute=compute, scopes=scopes, hot=hot)[
+        0
+    ]
+
+
+def cache_get_or_set_versioned(
+    namespace: str,
+    *,
+    key,
+    compute: Callable[[], T],
+    scopes: Scope | Iterable[Scope] = (),
+    hot: str | None = None,
+) -> tuple[T, str | None]:
+    """`cache_get_or_set`, and the versions the value is valid for (None when it came from
+    around the cache: caching off, Redis down): what an HTTP validator can be made of."""
     if not cache_enabled():
-        edge_read_noted(namespace, [], None)
-        return compute()
+        return compute(), None
     ns = namespace_get(namespace)
     vkeys = version_keys(ns.name, scopes_normalize(scopes))
-    value, versions = _get_or_set(ns, key, compute, vkeys, hot)
-    edge_read_noted(ns.name, vkeys, versions)
-    return value
+    return _get_or_set(ns, key, compute, vkeys, hot)
+
+
+def cache_versions_get(namespace: str, *, scopes: Scope | Iterable[Scope] = ()) -> str | None:
+    """The current versions of a namespace and scopes, as `cache_get_or_set_versioned` gives
+    them for a value read now; None when unknown (caching off, Redis down, a counter not made
+    yet). One round trip, no value read."""
+    if not cache_enabled():
+        return None
+    vkeys = version_keys(namespace_get(namespace).name, scopes_normalize(scopes))
+    try:
+        values = backend.call(lambda client: client.mget(vkeys))
+    except backend.Unavailable:
+        return None
+    if any(value is None for value in values):
+        return None
+    return ".".join(value.decode() for value in values)
 
 
 def _get_or_set(ns, key, compute: Callable[[], T], vkeys: list[str], hot) -> tuple[T, str | None]:
@@ -172,8 +182,6 @@ def _get_or_set(ns, key, compute: Callable[[], T], vkeys: list[str], hot) -> tup
     except backend.Unavailable:
         stats.record(ns.name, "errors")
         return compute(), None
-    finally:
-        stats.flush()
 
     waited = False
     deadline = time.monotonic() + settings.CACHE_LOCK_TIMEOUT + 1
@@ -242,46 +250,12 @@ def cache_value_read(
     except backend.Unavailable:
         stats.record(ns.name, "errors")
         return None, None
-    finally:
-        stats.flush()
     return (loads(found.value) if found.hit else None), found
 
 
 def cache_value_get(namespace: str, *, key, scopes: Scope | Iterable[Scope] = ()):
     """A plain read (no compute, no lock): the value or None. Counted as a hit or a miss."""
     return cache_value_read(namespace, key=key, scopes=scopes)[0]
-
-
-# A read packed for a (namespace, key, scopes) is the same bytes every time (the API key's, on
-# every request): packed once, for a bounded number of them.
-_packed_reads: dict[tuple, bytes] = {}
-forget_when_caches_change(_packed_reads.clear)
-
-
-def cache_value_prefetch(namespace: str, *, key, scopes: Scope | tuple = ()) -> Prefetch | None:
-    """None when the cache is off or recovering (read it the normal way then). `key` and
-    `scopes` must be hashable (strings and tuples)."""
-    if not cache_enabled() or not backend.healthy():
-        return None
-
-    def pack() -> bytes:
-        ns = namespace_get(namespace)
-        vkeys = version_keys(ns.name, scopes_normalize(scopes))
-        keys, args = _read_call(ns.name, value_base_key(ns.name, key), vkeys, True, 0, "", None)
-        return backend.pack(backend.READ, keys, args)
-
-    packed = memoised(_packed_reads, (namespace, key, scopes), pack)
-    return Prefetch(backend.location(), packed, backend.READ)
-
-
-def cache_value_prefetched(prefetch: Prefetch | None) -> tuple[bool, object, Seen | None]:
-    """(answered, value, what it saw): the value (None on a miss) if the read went out and
-    succeeded; (False, None, None) means read it with `cache_value_read`. Hits and misses
-    were counted by the script, as for any read."""
-    if prefetch is None or prefetch.reply is NOT_SENT or isinstance(prefetch.reply, Exception):
-        return False, None, None
-    found = _lookup_from(prefetch.reply)
-    return True, (loads(found.value) if found.hit else None), found
 
 
 def cache_value_set(

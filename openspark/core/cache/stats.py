@@ -2,16 +2,15 @@
 
 Hits, misses and stores are counted inside the Lua scripts, in the same round trip as the
 operation, so they are exact across processes. Latency and errors are measured here and
-buffered per process, then added to Redis at most once a second (errors can only be counted
-locally while Redis is down); `stats_get` flushes the calling process first."""
+batched per process (openspark.core.redis.CounterBatch, as the limiter's counters are), then
+added to Redis about once a second; `stats_get` writes the calling process's batch first."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-import time
-from collections import Counter, defaultdict
+from collections import Counter
+
+from openspark.core.redis import CounterBatch
 
 from . import backend
 from .keys import stats_key
@@ -19,17 +18,12 @@ from .namespaces import NAMESPACES, namespace_get
 
 # Upper bounds (µs) of the latency histogram; the last bucket is everything slower.
 BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
-_FLUSH_EVERY = 1.0
 
-_lock = threading.Lock()
-# Held for a whole flush (and by stats_get), so a batch on its way to Redis is never missing
-# from both the buffer and Redis while someone reads the totals.
-_flush_lock = threading.RLock()
-_pending: dict[str, Counter] = defaultdict(Counter)
-_flushed_at = 0.0
 # Version bumps are not per namespace; they are counted under this pseudo-namespace.
 _BUMPS = "_bumps"
 _TRACKED = (*NAMESPACES, _BUMPS)
+
+_batch = CounterBatch("cache-stats")
 
 
 def _bucket(us: int) -> str:
@@ -39,74 +33,24 @@ def _bucket(us: int) -> str:
     return "le_inf"
 
 
-_flusher_pid = 0
-
-
-def _ensure_flusher() -> None:
-    """A daemon thread per process adds buffered counts to Redis every second, so the last
-    requests before a quiet period are not left unflushed. Started lazily (after a fork the
-    child starts its own)."""
-    global _flusher_pid
-    if _flusher_pid == os.getpid():
-        return
-    _flusher_pid = os.getpid()
-
-    def loop():
-        while True:
-            time.sleep(_FLUSH_EVERY)
-            if _pending:
-                flush(force=True)
-
-    threading.Thread(target=loop, name="cache-stats-flusher", daemon=True).start()
+def record(namespace: str, field: str, amount: int = 1) -> None:
+    _batch.add(backend.location(), stats_key(namespace), field, amount)
 
 
 def record_latency(namespace: str, seconds: float) -> None:
     us = int(seconds * 1_000_000)
-    _ensure_flusher()
-    with _lock:
-        counter = _pending[namespace]
-        counter["latency_us"] += us
-        counter["timed_ops"] += 1
-        counter[_bucket(us)] += 1
-
-
-def record(namespace: str, field: str, amount: int = 1) -> None:
-    _ensure_flusher()
-    with _lock:
-        _pending[namespace][field] += amount
+    record(namespace, "latency_us", us)
+    record(namespace, "timed_ops")
+    record(namespace, _bucket(us))
 
 
 def record_bump(*, failed: bool) -> None:
     record(_BUMPS, "failed" if failed else "ok")
 
 
-def flush(*, force: bool = False) -> None:
-    """Add this process's buffered counts to Redis; kept for later if Redis is down."""
-    global _flushed_at
-    now = time.monotonic()
-    if not force and now - _flushed_at < _FLUSH_EVERY:
-        return
-    with _flush_lock:
-        with _lock:
-            _flushed_at = now
-            batch = {ns: counter for ns, counter in _pending.items() if counter}
-            _pending.clear()
-        if not batch:
-            return
-
-        def write(client):
-            pipe = client.pipeline(transaction=False)
-            for namespace, counter in batch.items():
-                for field, amount in counter.items():
-                    pipe.hincrby(stats_key(namespace), field, amount)
-            pipe.execute()
-
-        try:
-            backend.call(write)
-        except backend.Unavailable:
-            with _lock:
-                for namespace, counter in batch.items():
-                    _pending[namespace].update(counter)
+def flush() -> None:
+    """Add this process's batched counts to Redis now (kept for later if Redis is down)."""
+    _batch.flush()
 
 
 def _percentile(counts: dict[str, int], total: int, fraction: float) -> float | None:
@@ -158,9 +102,8 @@ _REDIS_FIELDS = {
 def stats_get() -> dict:
     """Counts per namespace (Redis totals plus what this process has not flushed yet),
     Redis memory and evictions; still answers, from this process alone, when Redis is down."""
-    with _flush_lock:
-        flush(force=True)
-        return _stats_read()
+    flush()
+    return _stats_read()
 
 
 def _stats_read() -> dict:
@@ -185,9 +128,10 @@ def _stats_read() -> dict:
         redis_info = {"available": True} | {
             field: cast(info[field]) for field, cast in _REDIS_FIELDS.items() if field in info
         }
-    with _lock:
-        for name, counter in _pending.items():
-            totals.setdefault(name, Counter()).update(counter)
+    names = {stats_key(name): name for name in _TRACKED}
+    for _url, _kind, key, field, amount, _ttl in _batch.pending():  # not written: Redis down
+        if key in names:
+            totals[names[key]][field] += amount
     bumps = totals[_BUMPS]
     return {
         "namespaces": [_namespace_stats(name, totals[name]) for name in NAMESPACES],
@@ -198,7 +142,6 @@ def _stats_read() -> dict:
 
 def stats_reset() -> None:
     """Forget counts (Redis and this process); used by the purge of everything and tests."""
-    with _lock:
-        _pending.clear()
+    _batch.flush()
     with contextlib.suppress(backend.Unavailable):
         backend.call(lambda client: client.delete(*(stats_key(name) for name in _TRACKED)))
