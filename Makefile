@@ -1,4 +1,5 @@
-# OpenSpark — `make run` starts the whole product, `make test` runs ruff and the test suite.
+# OpenSpark — `make run` starts the whole product, `make test` runs ruff, the import
+# contracts (import-linter) and the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -27,6 +28,7 @@ run: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix .

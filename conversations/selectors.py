@@ -6,7 +6,9 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
+from openspark.core.cache import cache_enabled
 from openspark.core.errors import NotFound
+from throttling.selectors import plan_for_user
 
 from .models import Conversation, Message
 
@@ -62,3 +64,8 @@ def replies_unfinished(*, conversation_id: int) -> list[Message]:
 def message_get(*, message_id: int) -> Message | None:
     """Unchecked read for code that already authorised the caller (workers, SSE after auth)."""
     return Message.objects.filter(id=message_id).first()
+
+
+def ai_response_cache_enabled(*, user) -> bool:
+    """Caching on, and the user's plan allows cached answers (staff switch per plan)."""
+    return cache_enabled() and bool(plan_for_user(user).ai_response_cache_enabled)

@@ -29,7 +29,6 @@ from knowledge.selectors import (
     passages_for_query,
 )
 from openspark.core.cache import (
-    ai_response_cache_enabled,
     ai_response_context_fingerprint,
     ai_response_get,
     ai_response_key,
@@ -55,7 +54,12 @@ from throttling.services import quota_check, token_usage_record
 
 from . import prompts, realtime
 from .models import Conversation, Message
-from .selectors import conversation_get_for_user, message_get_for_user, replies_unfinished
+from .selectors import (
+    ai_response_cache_enabled,
+    conversation_get_for_user,
+    message_get_for_user,
+    replies_unfinished,
+)
 from .serializers import conversation_data, message_created_event, reply_final_event
 
 logger = logging.getLogger(__name__)

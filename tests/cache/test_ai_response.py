@@ -3,10 +3,10 @@ never across users whose readable knowledge differs; staff switch it off per pla
 
 import pytest
 
+from conversations.selectors import ai_response_cache_enabled
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import knowledge_base_list_readable
 from openspark.core.cache import (
-    ai_response_cache_enabled,
     ai_response_context_fingerprint,
     ai_response_get,
     ai_response_key,

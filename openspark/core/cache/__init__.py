@@ -3,7 +3,6 @@ keys, `@cached` selectors, get-or-set with stampede protection, warm-up and stat
 Usage: docs/caching.md."""
 
 from .ai_response import (
-    ai_response_cache_enabled,
     ai_response_context_fingerprint,
     ai_response_get,
     ai_response_key,
@@ -48,7 +47,6 @@ __all__ = [
     "RETRIEVAL",
     "USER_CONVERSATIONS",
     "USER_PROFILE",
-    "ai_response_cache_enabled",
     "ai_response_context_fingerprint",
     "ai_response_get",
     "ai_response_key",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from .namespaces import AI_RESPONSE
-from .service import cache_enabled, cache_value_get, cache_value_set
+from .service import cache_value_get, cache_value_set
 
 
 def fingerprint(value) -> str:
@@ -71,12 +71,3 @@ def ai_response_set(key: str, *, content: str, citations: list, usage: dict) -> 
             "cached_at": timezone.now(),
         },
     )
-
-
-def ai_response_cache_enabled(*, user) -> bool:
-    """Caching on, and the user's plan allows cached answers (staff switch per plan)."""
-    if not cache_enabled():
-        return False
-    from throttling.selectors import plan_for_user
-
-    return bool(plan_for_user(user).ai_response_cache_enabled)
