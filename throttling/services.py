@@ -48,8 +48,9 @@ ENDPOINT_GROUPS = (
     ("/api/v1/messages", "messages"),
     ("/api/v1/knowledge", "knowledge"),
 )
-# Websocket `message.send` frames spend the same budget as POST /api/v1/messages.
-WEBSOCKET_MESSAGE_PATH = "/api/v1/messages/"
+# Websocket frames spend the budget of the REST request they stand for (its endpoint group);
+# a frame that stands for none (malformed, unknown type) spends the global and plan layers.
+WEBSOCKET_PATH = "/ws/chat/"
 
 
 def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
@@ -329,15 +330,19 @@ def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS, user=
     )
 
 
-def limiter_check_websocket(*, user, ip: str) -> LimitDecision:
-    """For the chat consumer's `message.send` frames: the same global, plan and `messages`
-    budgets as POST /api/v1/messages, in one round trip. Sync; wrap it with
-    database_sync_to_async in async code (it may read the limiter configuration)."""
+def limiter_check_websocket(
+    *, user, ip: str, endpoint_group: str | None = "messages"
+) -> LimitDecision:
+    """For the chat consumer's frames: the global and plan budgets, and `endpoint_group`'s
+    (`message.send` spends the same as POST /api/v1/messages), in one round trip. Sync; wrap
+    it with database_sync_to_async in async code (it may read the limiter configuration)."""
     if user is not None and user.is_authenticated:
         identity = Identity(user.pk, getattr(user, "plan_id", None), ip_normalize(ip) or ip)
     else:
         identity = Identity(None, None, ip_normalize(ip) or ip or "unknown")
-    return limiter_check(identity=identity, path=WEBSOCKET_MESSAGE_PATH, layers=ALL_LAYERS)
+    prefix = next((prefix for prefix, group in ENDPOINT_GROUPS if group == endpoint_group), None)
+    path = f"{prefix}/" if prefix else WEBSOCKET_PATH
+    return limiter_check(identity=identity, path=path, layers=ALL_LAYERS)
 
 
 def listed_get(*, config: LimiterConfig, identity: Identity) -> str | None:
