@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class ConversationsConfig(AppConfig):
     name = "conversations"
+
+    def ready(self) -> None:
+        from . import receivers
+
+        receivers.connect()

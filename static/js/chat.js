@@ -531,6 +531,11 @@ const handlers = {
   },
   rate_limited(event) {
     const seconds = Math.max(1, Math.ceil(event.retry_after || 1));
+    if (event.frame_type === "conversation.join") {
+      setTimeout(joinCurrent, seconds * 1000); // the live view needs the join: ask again
+      return;
+    }
+    if (event.frame_type === "conversation.leave") return;
     const clientIds = [...state.pendingSends.keys()];
     const message = t("rateLimited", "You are sending messages too fast. Try again in %s s.").replace("%s", seconds);
     if (clientIds.length) failPendingSend(clientIds[clientIds.length - 1], message);
