@@ -245,8 +245,8 @@ function actionsNode(message) {
     el("button", { type: "button", class: "icon thumb-up", title: t("good", "Good answer"), "aria-label": t("good", "Good answer"), "aria-pressed": rating === 1 ? "true" : "false", onclick: () => feedback(message, 1) }, icon("up")),
     el("button", { type: "button", class: "icon thumb-down", title: t("bad", "Bad answer"), "aria-label": t("bad", "Bad answer"), "aria-pressed": rating === -1 ? "true" : "false", onclick: () => feedback(message, -1) }, icon("down")),
   );
-  if (message.provider === "offline" || message.provider === "cache") {
-    actions.append(el("span", { class: "muted small badge" }, message.provider === "cache" ? t("cached", "cached") : t("offlineBadge", "offline")));
+  if (message.provider === "offline") {
+    actions.append(el("span", { class: "muted small badge" }, t("offlineBadge", "offline")));
   }
   return actions;
 }
