@@ -594,7 +594,10 @@ def _reply_stream(reply: Message) -> str:
     cache_key = _ai_response_key(
         user=user, provider=provider, prompt=prompt, passages=passages, max_tokens=max_tokens
     )
-    hit = ai_response_get(cache_key) if cache_key else None
+    hit = None
+    # Regenerating asks for another answer: never the cached one (the new one is stored).
+    if cache_key and not question.replies.exclude(id=reply.id).exists():
+        hit = ai_response_get(cache_key)
     if hit is not None:
         logger.info("Reply %s is replayed from the ai_response cache", reply.id)
     _connection_release()

@@ -5,7 +5,7 @@ alike); never across users whose readable knowledge differs; staff can turn it o
 import pytest
 
 from conversations.models import Message
-from conversations.services import message_send, reply_generate
+from conversations.services import message_send, reply_generate, reply_regenerate
 from knowledge.models import KnowledgeBase
 from throttling.models import Plan, TokenUsage
 
@@ -74,6 +74,14 @@ def test_users_with_the_same_readable_knowledge_share_answers(user, other_user, 
     _status, reply = ask(other_user)
     assert model_calls(glm) == calls
     assert reply.provider == "zhipuai"
+
+
+def test_a_regenerated_reply_asks_the_model_again(user, glm):
+    _status, first = ask(user)
+    calls = model_calls(glm)
+    reply, _task_id = reply_regenerate(user=user, message_id=first.id)
+    assert reply_generate(message_id=reply.id) == "completed"
+    assert model_calls(glm) > calls  # not the cached copy of the answer being replaced
 
 
 def test_staff_can_turn_cached_answers_off_per_plan(user, glm):
