@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
+from django.utils.crypto import constant_time_compare
 
 from openspark.core.cache import PLANS_SCOPE, USER_PROFILE, cached, user_scope
 from throttling.selectors import month_start, plan_for_user, tokens_used_this_month
@@ -53,3 +63,28 @@ def user_profile_warm(*, user) -> int:
     """Cache warmer (settings.CACHE_USER_WARMERS)."""
     user_profile_get(user=user)
     return 1
+
+
+def session_user_get(*, session_key: str | None):
+    """The user the session `session_key` authenticates right now, or None: the session was
+    flushed (logout) or expired, the password changed (its hash no longer matches), or the
+    user was deactivated or deleted (the backend refuses them).
+
+    Django's per-request check on a freshly loaded session, for a long-lived websocket: one
+    session-store read (the cache, with cached_db sessions) and one user query. Read-only,
+    unlike `django.contrib.auth.get_user`, which may rotate the session key (a fallback
+    secret matched) — a socket cannot hand the browser the new cookie."""
+    if not session_key:
+        return None
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user_id, backend_path = session.get(SESSION_KEY), session.get(BACKEND_SESSION_KEY)
+    if user_id is None or backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return None
+    session_hash = session.get(HASH_SESSION_KEY) or ""
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    if not any(constant_time_compare(session_hash, known) for known in hashes):
+        return None
+    return user

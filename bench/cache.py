@@ -399,7 +399,7 @@ def ai_response(args) -> None:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
             }
-            ai_response_set(key(), content=text, citations=[], usage=usage)
+            ai_response_set(key(), content=text, citations=[], usage=usage, pace=[[0, len(text)]])
             hits = []
             for _ in range(200):
                 started = time.perf_counter()

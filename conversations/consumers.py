@@ -1,6 +1,10 @@
 """The chat websocket `/ws/chat/` (protocol in docs/chat.md): authenticate, parse a frame,
 call a service, relay the conversation group's events.
 
+Every frame is admitted first: the socket's session must still authenticate its user (a
+logout, a password change or a deactivation elsewhere closes the socket with 4401) and the
+limiter must admit the frame. The user's group closes the socket without waiting for a frame.
+
 What a socket has already been sent is tracked per reply (`seq`), so a reply can reach it
 from two sides at once (the reply log when it joins, the group afterwards) without gaps or
 duplicates; see the ordering rule in realtime.py.
@@ -17,9 +21,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from accounts.selectors import session_user_get
 from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
 from openspark.llm import provider_status
+from throttling.limiter import LimitDecision
 from throttling.services import limiter_check_websocket
 
 from . import realtime
@@ -78,6 +84,39 @@ def _provider_status() -> dict[str, Any]:
 
 
 @database_sync_to_async
+def _frame_admit(
+    *, scope, user, session_key: str | None, endpoint_group: str | None
+) -> tuple[Any, LimitDecision | None]:
+    """(the user as their session authenticates them now, the limiter's verdict on the frame),
+    in one thread hop; (None, None) when the session no longer authenticates `user`."""
+    current = session_user_get(session_key=session_key)
+    if current is None or current.pk != user.pk:
+        return None, None
+    decision = limiter_check_websocket(scope=scope, user=current, endpoint_group=endpoint_group)
+    return current, decision
+
+
+@database_sync_to_async
+def _session_user(*, session_key: str | None):
+    return session_user_get(session_key=session_key)
+
+
+def _frame_parse(text_data: str | None) -> tuple[dict | None, tuple[str, str] | None]:
+    """(frame, None), or (None, (error code, message)) for a malformed frame."""
+    if text_data is None:
+        return None, ("invalid_frame", _("Frames must be JSON text."))
+    if len(text_data) > MAX_FRAME_CHARS:
+        return None, ("invalid_frame", _("The frame is too large."))
+    try:
+        frame = json.loads(text_data)
+    except ValueError:
+        return None, ("invalid_json", _("The frame is not valid JSON."))
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        return None, ("invalid_frame", _('A frame is a JSON object with a "type".'))
+    return frame, None
+
+
+@database_sync_to_async
 def _send(*, user, frame: dict) -> dict:
     message, reply, _task_id = message_send(user=user, **frame)
     return message_created_event(message=message, reply=reply, client_id=frame.get("client_id", ""))
@@ -113,6 +152,8 @@ def _message_state(message_id: int) -> tuple[dict | None, int, str]:
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
+        self.closed = False  # once set, nothing more is sent on this socket
+        self.session_key: str | None = None
         self.conversations: set[int] = set()
         self.sent_seq: dict[int, int] = {}  # reply id → last seq sent
         self.announced: set[int] = set()  # replies whose message.created was sent
@@ -120,12 +161,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Accept first: a close code can only be sent on an open socket.
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._close_unauthenticated()
             return
+        self.session_key = self.scope["session"].session_key
+        await self.channel_layer.group_add(
+            realtime.user_group_name(self.user.pk), self.channel_name
+        )
         status = await database_sync_to_async(_provider_status)()
         await self._send_json({"type": "ready", "user": self.user.get_username(), "llm": status})
 
     async def disconnect(self, code: int) -> None:
+        user = getattr(self, "user", None)
+        if user is not None and user.is_authenticated:
+            await self.channel_layer.group_discard(
+                realtime.user_group_name(user.pk), self.channel_name
+            )
         for conversation_id in getattr(self, "conversations", ()):
             await self.channel_layer.group_discard(
                 realtime.group_name(conversation_id), self.channel_name
@@ -134,28 +184,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- client frames ---------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.user is None or not self.user.is_authenticated:
+        if self.closed:
             return
-        if text_data is None:
-            await self._error("invalid_frame", _("Frames must be JSON text."))
+        frame, problem = _frame_parse(text_data)
+        frame_type = frame["type"] if frame else None
+        route = self._routes.get(frame_type) if frame_type else None
+        # Malformed frames too: each one costs the server something.
+        if not await self._admit(
+            frame_type=frame_type if route else None,
+            endpoint_group=route[2] if route else None,
+        ):
             return
-        if len(text_data) > MAX_FRAME_CHARS:
-            await self._error("invalid_frame", _("The frame is too large."))
+        if problem is not None:
+            await self._error(*problem)
             return
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            await self._error("invalid_json", _("The frame is not valid JSON."))
-            return
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await self._error("invalid_frame", _('A frame is a JSON object with a "type".'))
-            return
-        frame_type = frame["type"]
-        route = self._routes.get(frame_type)
         if route is None:
             await self._error("unknown_type", _("Unknown frame type."), frame_type=frame_type[:50])
             return
-        serializer_class, handler = route
+        serializer_class, handler, _endpoint_group = route
         serializer = serializer_class(data=frame)
         if not serializer.is_valid():
             await self._error(
@@ -177,8 +223,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def _on_send(self, frame: dict) -> None:
-        if await self._rate_limited():
-            return
         event = await _send(user=self.user, frame=frame)
         reply_id = event["reply"]["id"]
         await self._group_add(event["conversation_id"])
@@ -221,14 +265,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         await self._send_json({"type": "conversation.left", "conversation_id": conversation_id})
 
+    # frame type → (serializer, handler, the endpoint group of the REST request it stands for)
     _routes = {
-        "message.send": (MessageSendFrame, _on_send),
-        "message.stop": (MessageStopFrame, _on_stop),
-        "conversation.join": (ConversationJoinFrame, _on_join),
-        "conversation.leave": (ConversationLeaveFrame, _on_leave),
+        "message.send": (MessageSendFrame, _on_send, "messages"),
+        "message.stop": (MessageStopFrame, _on_stop, "messages"),
+        "conversation.join": (ConversationJoinFrame, _on_join, "conversations"),
+        "conversation.leave": (ConversationLeaveFrame, _on_leave, "conversations"),
     }
 
     # --- group events ----------------------------------------------------------------------
+
+    async def session_ended(self, event: dict) -> None:
+        if event.get("session") == realtime.session_digest(self.session_key):
+            await self._close_unauthenticated()
+
+    async def user_changed(self, event: dict) -> None:
+        user = await _session_user(session_key=self.session_key)
+        if user is None or user.pk != self.user.pk:
+            await self._close_unauthenticated()
+        else:
+            self.user = user
 
     async def message_created(self, event: dict) -> None:
         reply_id = event["reply"]["id"]
@@ -331,17 +387,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             self.conversations.add(conversation_id)
 
-    async def _rate_limited(self) -> bool:
-        """The limiter's verdict for one message (same limits as POST /api/v1/messages)."""
-        decision = await database_sync_to_async(limiter_check_websocket)(scope=self.scope)
-        if decision.allowed:
+    async def _admit(self, *, frame_type: str | None, endpoint_group: str | None) -> bool:
+        """Whether to act on a frame: its session still authenticates the socket's user (else
+        the socket is closed with 4401) and the limiter admits it (else `rate_limited`)."""
+        user, decision = await _frame_admit(
+            scope=self.scope,
+            user=self.user,
+            session_key=self.session_key,
+            endpoint_group=endpoint_group,
+        )
+        if user is None:
+            await self._close_unauthenticated()
             return False
-        await self._send_json({"type": "rate_limited", "retry_after": decision.retry_after})
-        return True
+        self.user = user  # a plan change applies from this frame on
+        if decision.allowed:
+            return True
+        event = {"type": "rate_limited", "retry_after": decision.retry_after}
+        if frame_type:
+            event["frame_type"] = frame_type
+        await self._send_json(event)
+        return False
+
+    async def _close_unauthenticated(self) -> None:
+        self.closed = True
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:
         extra = {key: value for key, value in extra.items() if value is not None}
         await self._send_json({"type": "error", "code": code, "message": message, **extra})
 
     async def _send_json(self, data: dict) -> None:
+        if self.closed:
+            return  # events still queued for a socket closed as unauthenticated
         await self.send(text_data=json.dumps(data, ensure_ascii=False))

@@ -30,7 +30,6 @@ CHAT_JS_STRINGS = {
     "regenerate": _("Regenerate"),
     "good": _("Good answer"),
     "bad": _("Bad answer"),
-    "cached": _("cached"),
     "offlineBadge": _("offline"),
     "score": _("Relevance"),
     "reconnecting": _("Connection lost — reconnecting…"),

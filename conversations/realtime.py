@@ -1,5 +1,6 @@
 """Redis plumbing of a streaming reply: the conversation's channel group, the per-reply delta
-log, the stop flag and the worker's lease.
+log, the stop flag and the worker's lease; and the user's group, which tells a user's sockets
+that a session ended or the user changed.
 
 Delivery without gaps or duplicates rests on one ordering rule. The worker appends a batch to
 the reply log *before* it sends it to the group; a reader joins the group *before* it reads
@@ -16,6 +17,7 @@ Keys (all under settings.REDIS_KEY_PREFIX, so test runs and products never share
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -36,6 +38,16 @@ PUBLISH_TIMEOUT = 5.0
 
 def group_name(conversation_id: int) -> str:
     return f"chat.conversation.{conversation_id}"
+
+
+def user_group_name(user_id: int) -> str:
+    """Every socket of a user: told when one of their sessions ends or the user changes."""
+    return f"chat.user.{user_id}"
+
+
+def session_digest(session_key: str | None) -> str:
+    """Names a session in events without spreading its key (a bearer secret) through Redis."""
+    return hashlib.sha256((session_key or "").encode()).hexdigest()[:32]
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -100,17 +112,19 @@ def publish(*, conversation_id: int, event: dict[str, Any]) -> None:
     Blocks until Redis has it, so that events of one reply keep their order. A failure is
     logged, not raised: the database stays the source of truth and readers resync from it.
     """
+    _group_send(group_name(conversation_id), event)
+
+
+def publish_to_user(*, user_id: int, event: dict[str, Any]) -> None:
+    """Send `event` to every socket of the user (see `publish`)."""
+    _group_send(user_group_name(user_id), event)
+
+
+def _group_send(group: str, event: dict[str, Any]) -> None:
     try:
-        _loop_thread.run(
-            get_channel_layer().group_send(group_name(conversation_id), event), PUBLISH_TIMEOUT
-        )
+        _loop_thread.run(get_channel_layer().group_send(group, event), PUBLISH_TIMEOUT)
     except Exception:
-        logger.warning(
-            "Could not publish %s to conversation %s",
-            event.get("type"),
-            conversation_id,
-            exc_info=True,
-        )
+        logger.warning("Could not publish %s to %s", event.get("type"), group, exc_info=True)
 
 
 # --- the reply log, stop flag and lease (worker side, synchronous) ---------------------------

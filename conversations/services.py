@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from datetime import timedelta
 from typing import Any
@@ -49,7 +49,7 @@ from openspark.llm import (
     get_retry_policy,
     stream_with_retry,
 )
-from openspark.llm.base import ChatProvider, estimate_prompt_tokens, estimate_tokens
+from openspark.llm.base import ChatProvider, Usage, estimate_prompt_tokens, estimate_tokens
 from throttling.services import quota_check, token_usage_record
 
 from . import prompts, realtime
@@ -412,6 +412,9 @@ class _ReplyStream:
 
     def __init__(self, reply: Message) -> None:
         self.reply = reply
+        self.opened = time.monotonic()
+        # [ms since `opened`, characters] per batch: how a cached copy is paced when replayed.
+        self.pace: list[list[int]] = []
         self.checkpoint_seconds = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
         self.parts: list[str] = []
         self.pending: list[str] = []
@@ -443,6 +446,7 @@ class _ReplyStream:
         self.seq += 1
         self.parts.append(delta)
         self.last_flush = time.monotonic()
+        self.pace.append([round((self.last_flush - self.opened) * 1000), len(delta)])
         # Logged before (or atomically with) the publish: see the ordering rule in realtime.py.
         if realtime.reply_batch_send(
             message_id=self.reply.id,
@@ -594,13 +598,24 @@ def _reply_stream(reply: Message) -> str:
     cache_key = _ai_response_key(
         user=user, provider=provider, prompt=prompt, passages=passages, max_tokens=max_tokens
     )
-    if cache_key and (hit := ai_response_get(cache_key)):
-        return _reply_from_cache(reply=reply, stream=stream, hit=hit, provider=provider)
+    hit = None
+    # Regenerating asks for another answer: never the cached one (the new one is stored).
+    if cache_key and not question.replies.exclude(id=reply.id).exists():
+        hit = ai_response_get(cache_key)
+    if hit is not None:
+        logger.info("Reply %s is replayed from the ai_response cache", reply.id)
     _connection_release()
     try:
-        events = stream_with_retry(
-            provider, prompt, passages=passages, max_tokens=max_tokens, policy=get_retry_policy()
-        )
+        if hit is not None:
+            events = _cached_stream(hit, opened=stream.opened)
+        else:
+            events = stream_with_retry(
+                provider,
+                prompt,
+                passages=passages,
+                max_tokens=max_tokens,
+                policy=get_retry_policy(),
+            )
         # closing(): on stop, the provider's HTTP stream is released now.
         _streaming.add(1)
         try:
@@ -664,16 +679,13 @@ def _reply_stream(reply: Message) -> str:
     )
     if finished:
         token_usage_record(user_id=user.id, **usage)
-        if status == Message.Status.COMPLETED and cache_key:
-            ai_response_set(cache_key, content=text, citations=citations, usage=usage)
+        if status == Message.Status.COMPLETED and cache_key and hit is None:
+            ai_response_set(
+                cache_key, content=text, citations=citations, usage=usage, pace=stream.pace
+            )
         if status == Message.Status.COMPLETED and not reply.conversation.title:
             _title_enqueue(conversation_id=reply.conversation_id)
     return status
-
-
-CACHED_PROVIDER = "cache"
-_CACHED_PIECES = 8
-_CACHED_PIECE_PAUSE_S = 0.015
 
 
 def _ai_response_key(
@@ -697,36 +709,21 @@ def _ai_response_key(
     )
 
 
-def _reply_from_cache(
-    *, reply: Message, stream: _ReplyStream, hit: dict, provider: ChatProvider
-) -> str:
-    """Answer from the ai_response cache: no model call and no tokens charged, still streamed
-    (in a few quick batches) so every reader sees the same protocol; marked `provider="cache"`."""
-    content = hit["content"]
-    size = max(1, -(-len(content) // _CACHED_PIECES))
-    for start in range(0, len(content), size):
-        stream.add(content[start : start + size])
-        stream.flush()
-        if stream.stop_requested:
-            break
-        time.sleep(_CACHED_PIECE_PAUSE_S)
-    stopped = stream.stop_requested
-    finished = _reply_finish(
-        reply=reply,
-        leaving=Message.Status.STREAMING,
-        status=Message.Status.STOPPED if stopped else Message.Status.COMPLETED,
-        content=stream.text,
-        last_seq=stream.seq,
-        first_token_at=stream.first_token_at,
-        citations=[] if stopped else hit.get("citations") or [],
-        provider=CACHED_PROVIDER,
-        model=provider.model,
-        prompt_tokens=0,
-        completion_tokens=0,
-    )
-    if finished and not stopped and not reply.conversation.title:
-        _title_enqueue(conversation_id=reply.conversation_id)
-    return Message.Status.STOPPED if stopped else Message.Status.COMPLETED
+def _cached_stream(hit: dict, *, opened: float) -> Iterator[Delta | Finish]:
+    """A cached answer as the model's stream: each batch at the offset from the start of the
+    reply at which it first went out, then the usage the model reported.
+
+    So the reply reaches its readers, and is saved and charged, as the first answer was: a
+    user cannot tell that someone else asked the same question (docs/security/chat.md). Only
+    the model call is saved."""
+    content, position = hit["content"], 0
+    for offset_ms, length in hit["pace"]:
+        if (delay := opened + offset_ms / 1000 - time.monotonic()) > 0:
+            time.sleep(delay)
+        yield Delta(content[position : position + length])
+        position += length
+    usage = hit["usage"]
+    yield Finish("stop", Usage(usage["prompt_tokens"], usage["completion_tokens"]))
 
 
 def _reply_fail(

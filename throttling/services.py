@@ -13,14 +13,15 @@ from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError
 
 from .alerts import decision_monitor
-from .identity import Identity, request_identity, scope_identity
+from .identity import Identity, identity_for, request_identity, scope_client_ip
 from .limiter import LimitDecision, limiter_consume
 from .models import TokenUsage
-from .rules import ALL_LAYERS, limiter_rules_build, limiter_status_rules
+from .rules import ALL_LAYERS, ENDPOINT_GROUPS, limiter_rules_build, limiter_status_rules
 from .selectors import limiter_config_get, month_start, next_month_start, tokens_used_this_month
 
-# Websocket `message.send` frames spend the same budget as POST /api/v1/messages.
-WEBSOCKET_MESSAGE_PATH = "/api/v1/messages/"
+# Websocket frames spend the budget of the REST request they stand for (its endpoint group);
+# a frame that stands for none (malformed, unknown type) spends the global and plan layers.
+WEBSOCKET_PATH = "/ws/chat/"
 
 
 def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
@@ -79,13 +80,16 @@ def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS) -> Li
     return limiter_check(identity=request_identity(request), path=request.path, layers=layers)
 
 
-def limiter_check_websocket(*, scope) -> LimitDecision:
-    """For the chat consumer's `message.send` frames: the same global, plan and `messages`
-    budgets as POST /api/v1/messages, in one round trip. Sync; wrap it with
-    database_sync_to_async in async code (it may read the limiter configuration)."""
-    return limiter_check(
-        identity=scope_identity(scope), path=WEBSOCKET_MESSAGE_PATH, layers=ALL_LAYERS
-    )
+def limiter_check_websocket(*, scope, user, endpoint_group: str | None = "messages"):
+    """For the chat consumer's frames: the global and plan budgets, and `endpoint_group`'s
+    (`message.send` spends the same as POST /api/v1/messages), in one round trip, as `user`
+    (the socket's user as its session authenticates them now: `scope["user"]` is from the
+    handshake). Sync; wrap it with database_sync_to_async in async code (it may read the
+    limiter configuration)."""
+    identity = identity_for(user=user, ip=scope_client_ip(scope))
+    prefix = next((prefix for prefix, group in ENDPOINT_GROUPS if group == endpoint_group), None)
+    path = f"{prefix}/" if prefix else WEBSOCKET_PATH
+    return limiter_check(identity=identity, path=path, layers=ALL_LAYERS)
 
 
 def limiter_status_get(*, identity: Identity) -> list | None:

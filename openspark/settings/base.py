@@ -148,6 +148,9 @@ CHANNEL_LAYERS = {
                 {
                     "address": REDIS_URL,
                     "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
+                    # A socket's receive blocks in BZPOPMIN for 5 s; redis-py 8 times reads
+                    # out after 5 s by default, which killed idle sockets. Longer than that.
+                    "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
                 }
             ],
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",

@@ -245,8 +245,8 @@ function actionsNode(message) {
     el("button", { type: "button", class: "icon thumb-up", title: t("good", "Good answer"), "aria-label": t("good", "Good answer"), "aria-pressed": rating === 1 ? "true" : "false", onclick: () => feedback(message, 1) }, icon("up")),
     el("button", { type: "button", class: "icon thumb-down", title: t("bad", "Bad answer"), "aria-label": t("bad", "Bad answer"), "aria-pressed": rating === -1 ? "true" : "false", onclick: () => feedback(message, -1) }, icon("down")),
   );
-  if (message.provider === "offline" || message.provider === "cache") {
-    actions.append(el("span", { class: "muted small badge" }, message.provider === "cache" ? t("cached", "cached") : t("offlineBadge", "offline")));
+  if (message.provider === "offline") {
+    actions.append(el("span", { class: "muted small badge" }, t("offlineBadge", "offline")));
   }
   return actions;
 }
@@ -531,6 +531,11 @@ const handlers = {
   },
   rate_limited(event) {
     const seconds = Math.max(1, Math.ceil(event.retry_after || 1));
+    if (event.frame_type === "conversation.join") {
+      setTimeout(joinCurrent, seconds * 1000); // the live view needs the join: ask again
+      return;
+    }
+    if (event.frame_type === "conversation.leave") return;
     const clientIds = [...state.pendingSends.keys()];
     const message = t("rateLimited", "You are sending messages too fast. Try again in %s s.").replace("%s", seconds);
     if (clientIds.length) failPendingSend(clientIds[clientIds.length - 1], message);

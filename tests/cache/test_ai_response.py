@@ -49,6 +49,7 @@ def _answer(text: str) -> dict:
         "content": text,
         "citations": [{"index": 1, "chunk_id": 11}],
         "usage": {"prompt_tokens": 30, "completion_tokens": 7},
+        "pace": [[120, len(text)]],
     }
 
 
@@ -71,6 +72,7 @@ def test_identical_question_is_answered_from_the_cache(people):
     assert cached["content"] == "Within 30 days [1]."
     assert cached["citations"] == [{"index": 1, "chunk_id": 11}]
     assert cached["usage"] == {"prompt_tokens": 30, "completion_tokens": 7}
+    assert cached["pace"] == [[120, len("Within 30 days [1].")]]
     assert cached["cached_at"] is not None
     answers = ns_stats(stats_get(), "ai_response")
     assert (answers["misses"], answers["hits"], answers["sets"]) == (1, 1, 1)

@@ -1,15 +1,19 @@
-"""Chat pipeline fixtures: this process on the GLM test server or the offline provider, and a
-listener on a conversation's channel group (real Redis). The live servers (GLM test server,
-chat worker, chat ASGI server) come from tests/chat_live.py."""
+"""Chat pipeline fixtures: this process on the GLM test server or the offline provider, a
+listener on a conversation's channel group (real Redis), and websockets to the live ASGI
+server. The live servers (GLM test server, chat worker, chat ASGI server) come from
+tests/chat_live.py."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 import pytest
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.test import Client
+from websockets.sync.client import ClientConnection, connect
 
 from conversations import realtime
 from tests.chat_live import CHAT_QUEUE, TEST_KEY
@@ -95,3 +99,38 @@ def session_cookie():
         return f"{name}={client.cookies[name].value}"
 
     return make
+
+
+@pytest.fixture
+def live(chat_worker, chat_asgi, glm_server):
+    # Slow enough to act mid-reply, fast enough for a lean suite.
+    glm_server.first_token_delay = 0.05
+    glm_server.token_delay = 0.02
+    return chat_asgi
+
+
+@pytest.fixture
+def ws_open(live):
+    """Opens websockets to the live server; all are closed when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def open_(cookie: str | None, *, origin: str | None = None) -> ClientConnection:
+            url = live.url.replace("http://", "ws://") + "/ws/chat/"
+            headers = {"Cookie": cookie} if cookie else {}
+            return stack.enter_context(
+                connect(url, origin=origin or live.url, additional_headers=headers, proxy=None)
+            )
+
+        yield open_
+
+
+@pytest.fixture
+def ready(ws_open):
+    """An authenticated socket, past its `ready` event."""
+
+    def open_(cookie: str) -> ClientConnection:
+        ws = ws_open(cookie)
+        assert json.loads(ws.recv(timeout=15))["type"] == "ready"
+        return ws
+
+    return open_

@@ -1,11 +1,11 @@
 """ai_response: an identical question with identical context and model is answered from the
-cache without calling the model, still streamed and marked; never across users whose readable
-knowledge differs; staff can turn it off per plan."""
+cache without calling the model, replayed as the model's answer (streamed, saved and charged
+alike); never across users whose readable knowledge differs; staff can turn it off per plan."""
 
 import pytest
 
 from conversations.models import Message
-from conversations.services import message_send, reply_generate
+from conversations.services import message_send, reply_generate, reply_regenerate
 from knowledge.models import KnowledgeBase
 from throttling.models import Plan, TokenUsage
 
@@ -36,17 +36,18 @@ def test_identical_question_is_answered_from_the_cache_and_streamed(user, glm, l
     reply.refresh_from_db()
 
     assert model_calls(glm) == calls  # no model call
-    assert reply.provider == "cache" and reply.model == first.model
-    assert reply.content == first.content
-    assert (reply.prompt_tokens, reply.completion_tokens) == (0, 0)
+    assert (reply.provider, reply.model) == (first.provider, first.model)
+    assert reply.content == first.content and reply.citations == first.citations
+    usage = (first.prompt_tokens, first.completion_tokens)
+    assert (reply.prompt_tokens, reply.completion_tokens) == usage
     events = listener.collect(until="reply.done")
     deltas = [e for e in events if e["type"] == "reply.delta"]
     assert len(deltas) > 1  # streamed in pieces, like any reply
     assert "".join(d["delta"] for d in deltas) == first.content
-    assert events[-1]["message"]["provider"] == "cache"
-    # Only the model's answer costs tokens.
-    usage = TokenUsage.objects.get(user=user)
-    assert usage.completion_tokens == first.completion_tokens
+    assert events[-1]["message"]["provider"] == first.provider
+    # Charged as the answer it stands for.
+    used = TokenUsage.objects.get(user=user)
+    assert (used.prompt_tokens, used.completion_tokens) == (2 * usage[0], 2 * usage[1])
 
 
 def test_a_different_question_or_history_calls_the_model(user, glm):
@@ -71,8 +72,16 @@ def test_users_with_the_same_readable_knowledge_share_answers(user, other_user, 
     ask(user)
     calls = model_calls(glm)
     _status, reply = ask(other_user)
-    assert reply.provider == "cache"
     assert model_calls(glm) == calls
+    assert reply.provider == "zhipuai"
+
+
+def test_a_regenerated_reply_asks_the_model_again(user, glm):
+    _status, first = ask(user)
+    calls = model_calls(glm)
+    reply, _task_id = reply_regenerate(user=user, message_id=first.id)
+    assert reply_generate(message_id=reply.id) == "completed"
+    assert model_calls(glm) > calls  # not the cached copy of the answer being replaced
 
 
 def test_staff_can_turn_cached_answers_off_per_plan(user, glm):

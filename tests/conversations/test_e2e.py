@@ -3,7 +3,6 @@ test server behind the real zhipuai SDK, and real websocket / HTTP clients."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -11,47 +10,12 @@ import time
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from accounts.services import api_key_create
 from openspark.llm.testserver import reply_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
-
-
-@pytest.fixture
-def live(chat_worker, chat_asgi, glm_server):
-    # Slow enough to act mid-reply, fast enough for a lean suite.
-    glm_server.first_token_delay = 0.05
-    glm_server.token_delay = 0.02
-    return chat_asgi
-
-
-@pytest.fixture
-def ws_open(live):
-    """Opens websockets to the live server; all are closed when the test ends."""
-    with contextlib.ExitStack() as stack:
-
-        def open_(cookie: str | None, *, origin: str | None = None) -> ClientConnection:
-            url = live.url.replace("http://", "ws://") + "/ws/chat/"
-            headers = {"Cookie": cookie} if cookie else {}
-            return stack.enter_context(
-                connect(url, origin=origin or live.url, additional_headers=headers, proxy=None)
-            )
-
-        yield open_
-
-
-@pytest.fixture
-def ready(ws_open):
-    """An authenticated socket, past its `ready` event."""
-
-    def open_(cookie: str) -> ClientConnection:
-        ws = ws_open(cookie)
-        assert recv(ws)["type"] == "ready"
-        return ws
-
-    return open_
 
 
 def recv(ws: ClientConnection, timeout: float = 15) -> dict:
@@ -282,3 +246,12 @@ def test_refusals_follow_the_contract(live, ready, ws_open, user, other_user, se
     # Their reply was not stopped by our attempt.
     done = recv_until(theirs, {"reply.done"})[-1]["message"]
     assert done["status"] == "completed"
+
+
+def test_an_idle_socket_stays_open(live, ready, user, session_cookie):
+    """The channel layer waits for events in 5 s blocking reads: a Redis client timing out
+    reads at 5 s too killed a socket left idle that long (a tab nobody types in)."""
+    ws = ready(session_cookie(user))
+    time.sleep(6)
+    ws.send(json.dumps({"type": "conversation.leave", "conversation_id": 1}))
+    assert recv(ws)["type"] == "conversation.left"

@@ -238,14 +238,14 @@ def test_websocket_frames_share_the_messages_budget(user, test_urls):
     client.force_authenticate(user)
     started = time.monotonic()
     scope = {"user": user, "client": ("127.0.0.1", 5000), "headers": []}
-    frames = [limiter_check_websocket(scope=scope) for _ in range(60)]
+    frames = [limiter_check_websocket(scope=scope, user=user) for _ in range(60)]
     assert all(d.allowed for d in frames)
     posted = 0
     while client.post("/api/v1/messages/_t/").status_code == 201:
         posted += 1
     # 120 per minute shared with the frames (2 per second refill during the test).
     assert 60 <= posted <= 60 + int(120 * (time.monotonic() - started) / 60) + 1
-    refused = limiter_check_websocket(scope=scope)
+    refused = limiter_check_websocket(scope=scope, user=user)
     assert not refused.allowed
     assert refused.layer == "endpoint:messages"
     assert 0 < refused.retry_after <= 1

@@ -3,7 +3,10 @@ retrieved context, same readable knowledge → the stored reply instead of a mod
 
 The key is a digest of all of it, including `user_scope`: users share cached answers only
 when the knowledge they may read is identical, so a reply grounded in a base one user can
-read is never served to a user who cannot."""
+read is never served to a user who cannot.
+
+An entry keeps what a replay needs to look like the first answer (docs/security/chat.md): the
+usage the model reported and the pace at which the answer was streamed."""
 
 from __future__ import annotations
 
@@ -36,12 +39,17 @@ def ai_response_context_fingerprint(*, chunks: Iterable[tuple[int, str]]) -> str
     return fingerprint([[int(chunk_id), text] for chunk_id, text in chunks])
 
 
+# Part of every key: entries of an older layout (without a pace) are never read.
+ENTRY_FORMAT = 2
+
+
 def ai_response_key(
     *, model: str, settings: dict, messages: list[dict], context_fingerprint: str, user_scope: str
 ) -> str:
     messages = [{"role": m.get("role"), "content": m.get("content")} for m in messages]
     return fingerprint(
         {
+            "format": ENTRY_FORMAT,
             "model": model,
             "settings": settings,
             "messages": messages,
@@ -52,15 +60,18 @@ def ai_response_key(
 
 
 def ai_response_get(key: str) -> dict | None:
-    """{"content", "citations", "usage", "cached_at", "cached": True} or None."""
+    """{"content", "citations", "usage", "pace", "cached_at", "cached": True} or None."""
     value = cache_value_get(AI_RESPONSE, key=key)
     if value is None:
         return None
     return {**value, "cached": True}
 
 
-def ai_response_set(key: str, *, content: str, citations: list, usage: dict) -> None:
-    """Store a completed reply (never a failed or stopped one) for 24 h."""
+def ai_response_set(
+    key: str, *, content: str, citations: list, usage: dict, pace: list[list[int]]
+) -> None:
+    """Store a completed reply (never a failed or stopped one) for 24 h. `pace`: its batches
+    as [milliseconds from the start of the reply, characters], in order, covering `content`."""
     cache_value_set(
         AI_RESPONSE,
         key=key,
@@ -68,6 +79,7 @@ def ai_response_set(key: str, *, content: str, citations: list, usage: dict) -> 
             "content": content,
             "citations": citations,
             "usage": usage,
+            "pace": pace,
             "cached_at": timezone.now(),
         },
     )
