@@ -1,46 +1,84 @@
 """Browser pages: signup, login (brute-force limited), logout, account."""
 
+import math
+from functools import wraps
+
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods
-from django_ratelimit.core import is_ratelimited
 
 from openspark.core.pages import js_strings
+from throttling.services import client_ip
 
 from .forms import SignupForm
-from .services import user_create
+from .services import login_attempt_consume, user_create
 
 
-def _login_limited(request) -> bool:
-    """Counts login POSTs per client IP and per username; both limits must hold."""
-    rate = settings.LOGIN_RATE_LIMIT
-    by_ip = is_ratelimited(
-        request, group="login-ip", key="ip", rate=rate, method="POST", increment=True
+def throttled(consume, *, refused: str, unavailable: str):
+    """A view decorator: each POST first spends one attempt, `consume(request)` (a limiter
+    decision); a refused one never reaches the view and gets a readable page: 429 `refused`,
+    or 503 `unavailable` while Redis is down and the throttle fails closed."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if request.method == "POST":
+                decision = consume(request)
+                if not decision.allowed:
+                    return _refused(request, decision, refused, unavailable)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _refused(request, decision, refused: str, unavailable: str):
+    retry_after = max(1, math.ceil(decision.retry_after))
+    if decision.code == "dependency_unavailable":
+        status, message = 503, str(unavailable)
+    else:
+        minutes = math.ceil(retry_after / 60)
+        wait = ngettext(
+            "You can try again in about %(minutes)d minute.",
+            "You can try again in about %(minutes)d minutes.",
+            minutes,
+        ) % {"minutes": minutes}
+        status, message = 429, f"{refused} {wait}"
+    response = render(
+        request,
+        "accounts/refused.html",
+        {"message": message, "back": request.get_full_path()},
+        status=status,
     )
-    by_user = is_ratelimited(
-        request, group="login-user", key="post:username", rate=rate, method="POST", increment=True
-    )
-    return by_ip or by_user
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
+def _login_attempt(request):
+    username = request.POST.get(get_user_model().USERNAME_FIELD, "")
+    return login_attempt_consume(ip=client_ip(request), username=username)
+
+
+# The product's login page and the admin's (accounts.admin_site) spend the same buckets.
+login_throttled = throttled(
+    _login_attempt,
+    refused=gettext_lazy("Too many login attempts. Please wait a minute and try again."),
+    unavailable=gettext_lazy("Logging in is temporarily unavailable. Please try again shortly."),
+)
+
+
+@method_decorator(login_throttled, name="dispatch")
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
-
-    def post(self, request, *args, **kwargs):
-        if _login_limited(request):
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, _("Too many login attempts. Please wait a minute and try again."))
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        return super().post(request, *args, **kwargs)
 
 
 @method_decorator(require_http_methods(["POST"]), name="dispatch")

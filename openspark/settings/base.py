@@ -8,6 +8,7 @@ REDIS_URL and MILVUS_URI for the processes it starts.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -21,7 +22,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.AdminConfig",  # django.contrib.admin, its login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -203,11 +204,16 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
+# Login POSTs (the login page and the admin's) per client IP and per username; signups (and
+# verification e-mails asked for again) per client IP and per address: "<count>/<s|m|h|d>".
 LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", default="10/m")
-RATELIMIT_USE_CACHE = "default"
-# django-ratelimit refuses caches it cannot trust; IGNORE_EXCEPTIONS makes django-redis look
-# "unreliable" to it, which is the trade-off we choose (a Redis outage must not lock people out).
-SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="10/h")
+# With Redis unreachable, "open": per-process buckets with the same limits keep counting (N
+# processes admit up to N x the limit) and people can still log in; "closed": every login and
+# signup is refused (503) until Redis is back. docs/security/accounts.md says which to pick.
+LOGIN_THROTTLE_FAIL_MODE = env("LOGIN_THROTTLE_FAIL_MODE", default="open")
+if LOGIN_THROTTLE_FAIL_MODE not in ("open", "closed"):
+    raise ImproperlyConfigured('LOGIN_THROTTLE_FAIL_MODE must be "open" or "closed".')
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = "zh-hans"
