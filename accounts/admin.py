@@ -1,8 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from .models import ApiKey, User
+from .models import ApiKey, EmailVerification, User
 from .services import api_key_create
+
+
+class EmailVerificationInline(admin.TabularInline):
+    """Shown, never edited: a pending signup is activated by its link (or by staff ticking
+    "active"); to get rid of an unverified signup, delete the user, as a link would
+    reactivate it while its verification is pending."""
+
+    model = EmailVerification
+    fields = readonly_fields = ("email", "created_at", "verified_at")
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(User)
@@ -11,6 +25,7 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ("plan", "is_staff", "is_active")
     list_select_related = ("plan",)
     fieldsets = (*BaseUserAdmin.fieldsets, ("Plan", {"fields": ("plan",)}))
+    inlines = [EmailVerificationInline]
 
 
 @admin.register(ApiKey)

@@ -17,8 +17,16 @@ from django.views.decorators.http import require_http_methods
 from openspark.core.pages import js_strings
 from throttling.services import client_ip
 
-from .forms import SignupForm
-from .services import login_attempt_consume, user_create
+from .forms import SignupForm, VerificationResendForm
+from .selectors import InvalidLink, email_verification_get
+from .services import (
+    email_verification_resend,
+    email_verification_send,
+    email_verify,
+    login_attempt_consume,
+    signup_attempt_consume,
+    user_create,
+)
 
 
 def throttled(consume, *, refused: str, unavailable: str):
@@ -80,26 +88,108 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["email_verification"] = settings.ACCOUNT_EMAIL_VERIFICATION
+        return context
+
 
 @method_decorator(require_http_methods(["POST"]), name="dispatch")
 class LogoutView(auth_views.LogoutView):
     pass
 
 
+def _signup_attempt(request):
+    return signup_attempt_consume(ip=client_ip(request), email=request.POST.get("email", ""))
+
+
+_SIGNUP_UNAVAILABLE = gettext_lazy(
+    "Signing up is temporarily unavailable. Please try again shortly."
+)
+
+
+@throttled(
+    _signup_attempt,
+    refused=gettext_lazy("Too many sign-ups from your network. Please try again later."),
+    unavailable=_SIGNUP_UNAVAILABLE,
+)
 def signup(request):
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        verify = settings.ACCOUNT_EMAIL_VERIFICATION
         user = user_create(
             username=form.cleaned_data["username"],
             email=form.cleaned_data.get("email", ""),
             password=form.cleaned_data["password1"],
+            verify_email=verify,
         )
+        if verify:
+            sent = email_verification_send(user=user, site_url=request.build_absolute_uri("/"))
+            if sent:
+                messages.info(
+                    request,
+                    _("We sent a link to %(email)s. Follow it to activate your account.")
+                    % {"email": user.email},
+                )
+            else:
+                messages.warning(
+                    request,
+                    _(
+                        "Your account is created, but the e-mail to %(email)s could not be "
+                        "sent. Ask for a new link in a few minutes."
+                    )
+                    % {"email": user.email},
+                )
+            return redirect("accounts:verify-sent")
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, _("Welcome to OpenSpark!"))
         return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "accounts/signup.html", {"form": form})
+
+
+def verification_sent(request):
+    return render(request, "accounts/verify_sent.html")
+
+
+@throttled(
+    _signup_attempt,
+    refused=gettext_lazy("Too many requests for a new link. Please try again later."),
+    unavailable=_SIGNUP_UNAVAILABLE,
+)
+def verification_resend(request):
+    form = VerificationResendForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
+        email_verification_resend(email=email, site_url=request.build_absolute_uri("/"))
+        # The same answer whether or not an account awaits verification at this address.
+        messages.info(
+            request,
+            _("If an account awaiting verification uses %(email)s, we have sent it a new link.")
+            % {"email": email},
+        )
+        return redirect("accounts:verify-sent")
+    return render(request, "accounts/verify_resend.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def verify(request, token: str):
+    """GET shows a button, POST activates: mail scanners that open links change nothing."""
+    try:
+        if request.method == "GET":
+            verification = email_verification_get(token=token)
+            return render(request, "accounts/verify_confirm.html", {"verification": verification})
+        activated = email_verify(token=token)
+    except InvalidLink as error:
+        return render(
+            request, "accounts/verify_invalid.html", {"message": error.message}, status=400
+        )
+    if activated:
+        messages.success(request, _("Your e-mail address is verified. You can log in now."))
+    else:
+        messages.info(request, _("This e-mail address is already verified."))
+    return redirect(settings.LOGIN_URL)
 
 
 ACCOUNT_JS_STRINGS = {

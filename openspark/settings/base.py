@@ -214,6 +214,12 @@ SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="10/h")
 LOGIN_THROTTLE_FAIL_MODE = env("LOGIN_THROTTLE_FAIL_MODE", default="open")
 if LOGIN_THROTTLE_FAIL_MODE not in ("open", "closed"):
     raise ImproperlyConfigured('LOGIN_THROTTLE_FAIL_MODE must be "open" or "closed".')
+# Signup needs an e-mail address and leaves the account inactive until the link mailed to it is
+# followed (off here and in tests, on by default in production); links last this many seconds.
+ACCOUNT_EMAIL_VERIFICATION = env.bool("ACCOUNT_EMAIL_VERIFICATION", default=False)
+ACCOUNT_EMAIL_VERIFICATION_MAX_AGE = env.int(
+    "ACCOUNT_EMAIL_VERIFICATION_MAX_AGE", default=3 * 24 * 3600
+)
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = "zh-hans"
@@ -282,7 +288,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- E-mail (notifications) -----------------------------------------------------------------
+# --- E-mail (notifications, signup verification links) ---------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="OpenSpark <noreply@localhost>")
