@@ -133,7 +133,7 @@ def api_key_revoke(*, user, key_id: int) -> None:
 # On the project's one limiter (throttling.limiter): each attempt is checked against every rule
 # and consumed from all of them in one atomic Redis call, or from none when one refuses.
 
-_RATE = re.compile(r"(\d+)/(\d*)([smhd])")
+_RATE = re.compile(r"(\d+)/(\d*)([smhd])[a-z]*")  # as django-ratelimit read it: "10/min" too
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -5,6 +5,7 @@ embedded Redis / Milvus Lite started by the runner (`openspark.devstack`), which
 REDIS_URL and MILVUS_URI for the processes it starts.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -208,6 +209,13 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 # verification e-mails asked for again) per client IP and per address: "<count>/<s|m|h|d>".
 LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", default="10/m")
 SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="10/h")
+# Checked here, so a typo stops the start instead of the first login.
+for _name, _rate in (
+    ("LOGIN_RATE_LIMIT", LOGIN_RATE_LIMIT),
+    ("SIGNUP_RATE_LIMIT", SIGNUP_RATE_LIMIT),
+):
+    if not re.fullmatch(r"[1-9]\d*/\d*[smhd][a-z]*", _rate.replace(" ", "")):
+        raise ImproperlyConfigured(f'{_name}={_rate!r}: expected "<count>/<s|m|h|d>", e.g. "10/m".')
 # With Redis unreachable, "open": per-process buckets with the same limits keep counting (N
 # processes admit up to N x the limit) and people can still log in; "closed": every login and
 # signup is refused (503) until Redis is back. docs/security/accounts.md says which to pick.

@@ -132,3 +132,14 @@ def test_refusals_are_readable_in_chinese(client, user, settings):
     assert response.status_code == 429
     assert "登录尝试次数过多" in response.content.decode()
     assert reverse("accounts:login") in response.content.decode()
+
+
+@pytest.mark.parametrize(("rate", "limit", "period"), [("2/min", 2, 60), ("2/5m", 2, 300)])
+def test_rate_settings_read_as_before(client, user, settings, rate, limit, period):
+    settings.LOGIN_RATE_LIMIT = rate
+    for _ in range(limit):
+        assert _attempt(client, user.username).status_code == 200
+    response = _attempt(client, user.username)
+    assert response.status_code == 429
+    # A token bucket: the next attempt is back after period / limit seconds.
+    assert abs(int(response["Retry-After"]) - period / limit) <= 1
