@@ -78,7 +78,7 @@ def _login_attempt(request):
 # The product's login page and the admin's (accounts.admin_site) spend the same buckets.
 login_throttled = throttled(
     _login_attempt,
-    refused=gettext_lazy("Too many login attempts. Please wait a minute and try again."),
+    refused=gettext_lazy("Too many login attempts."),
     unavailable=gettext_lazy("Logging in is temporarily unavailable. Please try again shortly."),
 )
 
@@ -110,7 +110,7 @@ _SIGNUP_UNAVAILABLE = gettext_lazy(
 
 @throttled(
     _signup_attempt,
-    refused=gettext_lazy("Too many sign-ups from your network. Please try again later."),
+    refused=gettext_lazy("Too many sign-ups from your network."),
     unavailable=_SIGNUP_UNAVAILABLE,
 )
 def signup(request):
@@ -155,7 +155,7 @@ def verification_sent(request):
 
 @throttled(
     _signup_attempt,
-    refused=gettext_lazy("Too many requests for a new link. Please try again later."),
+    refused=gettext_lazy("Too many requests for a new link."),
     unavailable=_SIGNUP_UNAVAILABLE,
 )
 def verification_resend(request):

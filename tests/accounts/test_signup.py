@@ -196,5 +196,4 @@ def test_staff_see_a_pending_verification_in_the_admin(client, verification, sta
     client.force_login(staff_user)
     page = client.get(f"/admin/accounts/user/{_user('kim').pk}/change/")
     assert page.status_code == 200
-    assert "kim@example.com" in page.content.decode()
-    assert "Email verification" in page.content.decode()
+    assert "Pending: link mailed to kim@example.com" in page.content.decode()
