@@ -1,6 +1,7 @@
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -8,6 +9,7 @@ from openspark.core.pagination import PageNumberPagination
 from throttling.selectors import next_month_start
 from throttling.services import limiter_usage_get
 
+from .permissions import BrowserSessionOnly
 from .selectors import api_key_list, user_profile_get
 from .services import api_key_create, api_key_revoke
 
@@ -55,7 +57,31 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     is_active = serializers.BooleanField()
 
 
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+
+# What the schema says of the key-management operations (BrowserSessionOnly).
+KEY_MANAGEMENT = {
+    "auth": [{"cookieAuth": []}],
+    "description": "Only from a signed-in browser session (cookie + CSRF), as the account page "
+    "does; a request authenticated with an API key gets 403 `permission_denied`, so a leaked "
+    "key cannot mint or revoke keys.",
+}
+_KEY_MANAGEMENT_403 = OpenApiResponse(
+    ErrorSerializer, description="`permission_denied`: authenticated with an API key."
+)
+
+
 class ApiKeyListCreateApi(APIView):
+    permission_classes = [IsAuthenticated, BrowserSessionOnly]
+
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -68,14 +94,21 @@ class ApiKeyListCreateApi(APIView):
     class CreatedSerializer(ApiKeyOutputSerializer):
         key = serializers.CharField(help_text="The key itself; shown only in this response.")
 
-    @extend_schema(responses=ApiKeyOutputSerializer(many=True), operation_id="api_keys_list")
+    @extend_schema(
+        responses={200: ApiKeyOutputSerializer(many=True), 403: _KEY_MANAGEMENT_403},
+        operation_id="api_keys_list",
+        **KEY_MANAGEMENT,
+    )
     def get(self, request):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(api_key_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(ApiKeyOutputSerializer(page, many=True).data)
 
     @extend_schema(
-        request=InputSerializer, responses={201: CreatedSerializer}, operation_id="api_keys_create"
+        request=InputSerializer,
+        responses={201: CreatedSerializer, 403: _KEY_MANAGEMENT_403},
+        operation_id="api_keys_create",
+        **KEY_MANAGEMENT,
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -86,7 +119,13 @@ class ApiKeyListCreateApi(APIView):
 
 
 class ApiKeyRevokeApi(APIView):
-    @extend_schema(responses={204: None}, operation_id="api_keys_revoke")
+    permission_classes = [IsAuthenticated, BrowserSessionOnly]
+
+    @extend_schema(
+        responses={204: None, 403: _KEY_MANAGEMENT_403},
+        operation_id="api_keys_revoke",
+        **KEY_MANAGEMENT,
+    )
     def delete(self, request, key_id: int):
         api_key_revoke(user=request.user, key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

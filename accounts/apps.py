@@ -5,6 +5,6 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        from . import receivers
+        from . import receivers, schema  # noqa: F401 - schema registers the API-key scheme
 
         receivers.connect()

@@ -47,3 +47,21 @@ def api_key_active(revoked_at, expires_at) -> bool:
     if revoked_at is not None:
         return False
     return expires_at is None or expires_at > timezone.now()
+
+
+class EmailVerification(models.Model):
+    """A signup made with ACCOUNT_EMAIL_VERIFICATION on: its user stays inactive until the
+    link mailed to `email` is followed (`verified_at`). Only users with a pending row are ever
+    activated by a link, so an account staff deactivate is never reactivated by one. (A table
+    of its own rather than a user field: cached API-key rows hold the user's fields in order,
+    accounts/authentication.py, and must keep reading across a deploy.)"""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_verification"
+    )
+    email = models.EmailField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.email

@@ -10,12 +10,43 @@ from django.contrib.auth import (
     get_user_model,
     load_backend,
 )
+from django.core import signing
 from django.utils.crypto import constant_time_compare
+from django.utils.translation import gettext as _
 
 from openspark.core.cache import PLANS_SCOPE, USER_PROFILE, cached, user_scope
+from openspark.core.errors import ApplicationError
 from throttling.selectors import month_start, plan_for_user, tokens_used_this_month
 
-from .models import ApiKey
+from .models import ApiKey, EmailVerification
+
+# Verification links carry a token signed with SECRET_KEY under this salt, timestamped: good for
+# ACCOUNT_EMAIL_VERIFICATION_MAX_AGE seconds, and only while its user's verification is pending.
+VERIFY_SALT = "accounts.email-verification"
+
+
+class InvalidLink(ApplicationError):
+    code = "invalid_link"
+
+
+def email_verification_get(*, token: str) -> EmailVerification:
+    """The verification a link is for; InvalidLink when it is forged, altered, expired, for
+    another address than the account's, or for an account that never had one pending."""
+    invalid = InvalidLink(_("This verification link is invalid or has expired."))
+    try:
+        data = signing.loads(
+            token, salt=VERIFY_SALT, max_age=settings.ACCOUNT_EMAIL_VERIFICATION_MAX_AGE
+        )
+    except signing.BadSignature:  # SignatureExpired included
+        raise invalid from None
+    verification = (
+        EmailVerification.objects.select_related("user")
+        .filter(user_id=data["u"], email=data["e"], user__email=data["e"])
+        .first()
+    )
+    if verification is None:
+        raise invalid
+    return verification
 
 
 def api_key_list(*, user):

@@ -95,3 +95,11 @@ def auth_client(user):
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+@pytest.fixture
+def session_client(user):
+    """Logged in with a real session, as the browser is (API-key management needs one)."""
+    client = APIClient()
+    client.force_login(user)
+    return client

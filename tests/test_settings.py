@@ -13,6 +13,7 @@ REQUIRED = {
     "ALLOWED_HOSTS": "example.com",
     "DATABASE_URL": "postgres://u:p@db:5432/openspark",
     "REDIS_URL": "redis://redis:6379/0",
+    "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587",  # signup verification links
 }
 
 
@@ -37,6 +38,28 @@ def test_production_loads_with_all_secrets():
     result = _load_production(REQUIRED)
     assert result.returncode == 0, result.stderr
     assert "loaded False" in result.stdout
+
+
+def test_production_verifies_signup_emails_unless_turned_off():
+    code = (
+        "from django.conf import settings; "
+        "print('verification', settings.ACCOUNT_EMAIL_VERIFICATION, settings.EMAIL_HOST)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED}
+    env.update(REQUIRED, DJANGO_SETTINGS_MODULE="openspark.settings.production")
+
+    def load(**overrides):
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env={**env, **overrides},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    on = load()
+    assert on.returncode == 0, on.stderr
+    assert "verification True smtp.example.com" in on.stdout
+    off = load(ACCOUNT_EMAIL_VERIFICATION="false", EMAIL_URL="")
+    assert off.returncode == 0, off.stderr
+    assert "verification False" in off.stdout
 
 
 def _database_settings(env_overrides: dict) -> dict:

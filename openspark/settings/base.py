@@ -5,9 +5,11 @@ embedded Redis / Milvus Lite started by the runner (`openspark.devstack`), which
 REDIS_URL and MILVUS_URI for the processes it starts.
 """
 
+import re
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -21,7 +23,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.AdminConfig",  # django.contrib.admin, its login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -207,11 +209,29 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
+# Login POSTs (the login page and the admin's) per client IP and per username; signups (and
+# verification e-mails asked for again) per client IP and per address: "<count>/<s|m|h|d>".
 LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", default="10/m")
-RATELIMIT_USE_CACHE = "default"
-# django-ratelimit refuses caches it cannot trust; IGNORE_EXCEPTIONS makes django-redis look
-# "unreliable" to it, which is the trade-off we choose (a Redis outage must not lock people out).
-SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="10/h")
+# Checked here, so a typo stops the start instead of the first login.
+for _name, _rate in (
+    ("LOGIN_RATE_LIMIT", LOGIN_RATE_LIMIT),
+    ("SIGNUP_RATE_LIMIT", SIGNUP_RATE_LIMIT),
+):
+    if not re.fullmatch(r"[1-9]\d*/\d*[smhd][a-z]*", _rate.replace(" ", "")):
+        raise ImproperlyConfigured(f'{_name}={_rate!r}: expected "<count>/<s|m|h|d>", e.g. "10/m".')
+# With Redis unreachable, "open": per-process buckets with the same limits keep counting (N
+# processes admit up to N x the limit) and people can still log in; "closed": every login and
+# signup is refused (503) until Redis is back. docs/security/accounts.md says which to pick.
+LOGIN_THROTTLE_FAIL_MODE = env("LOGIN_THROTTLE_FAIL_MODE", default="open")
+if LOGIN_THROTTLE_FAIL_MODE not in ("open", "closed"):
+    raise ImproperlyConfigured('LOGIN_THROTTLE_FAIL_MODE must be "open" or "closed".')
+# Signup needs an e-mail address and leaves the account inactive until the link mailed to it is
+# followed (off here and in tests, on by default in production); links last this many seconds.
+ACCOUNT_EMAIL_VERIFICATION = env.bool("ACCOUNT_EMAIL_VERIFICATION", default=False)
+ACCOUNT_EMAIL_VERIFICATION_MAX_AGE = env.int(
+    "ACCOUNT_EMAIL_VERIFICATION_MAX_AGE", default=3 * 24 * 3600
+)
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = "zh-hans"
@@ -280,7 +300,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- E-mail (notifications) -----------------------------------------------------------------
+# --- E-mail (notifications, signup verification links) ---------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="OpenSpark <noreply@localhost>")

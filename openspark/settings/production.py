@@ -20,3 +20,11 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Signup e-mail verification is on unless turned off, and then its links must be deliverable.
+ACCOUNT_EMAIL_VERIFICATION = env.bool("ACCOUNT_EMAIL_VERIFICATION", default=True)
+if ACCOUNT_EMAIL_VERIFICATION and not env.str("EMAIL_URL", default=""):
+    raise ImproperlyConfigured(
+        "Production settings refuse to start without: EMAIL_URL (signup e-mail verification "
+        "is on; set ACCOUNT_EMAIL_VERIFICATION=false to sign people up without it)"
+    )

@@ -17,8 +17,8 @@ def _bearer(raw_key: str) -> APIClient:
     return client
 
 
-def test_key_is_shown_once_and_stored_hashed(auth_client, user):
-    response = auth_client.post("/api/v1/api-keys/", {"name": "ci"}, format="json")
+def test_key_is_shown_once_and_stored_hashed(session_client, user):
+    response = session_client.post("/api/v1/api-keys/", {"name": "ci"}, format="json")
     assert response.status_code == 201
     raw_key = response.json()["key"]
     stored = ApiKey.objects.get(id=response.json()["id"])
@@ -26,23 +26,23 @@ def test_key_is_shown_once_and_stored_hashed(auth_client, user):
     assert raw_key not in (stored.key_hash, stored.prefix)
     assert raw_key.startswith(stored.prefix)
 
-    listing = auth_client.get("/api/v1/api-keys/").json()
+    listing = session_client.get("/api/v1/api-keys/").json()
     assert listing["count"] == 1
     assert "key" not in listing["results"][0]
     assert raw_key not in str(listing)
 
 
-def test_bearer_key_authenticates_the_api(auth_client, user):
-    raw_key = auth_client.post("/api/v1/api-keys/", {"name": "k"}, format="json").json()["key"]
+def test_bearer_key_authenticates_the_api(session_client, user):
+    raw_key = session_client.post("/api/v1/api-keys/", {"name": "k"}, format="json").json()["key"]
     response = _bearer(raw_key).get("/api/v1/me/")
     assert response.status_code == 200
     assert response.json()["username"] == user.username
     assert ApiKey.objects.get(user=user).last_used_at is not None
 
 
-def test_revoked_key_is_rejected(auth_client):
-    created = auth_client.post("/api/v1/api-keys/", {"name": "k"}, format="json").json()
-    assert auth_client.delete(f"/api/v1/api-keys/{created['id']}/").status_code == 204
+def test_revoked_key_is_rejected(session_client):
+    created = session_client.post("/api/v1/api-keys/", {"name": "k"}, format="json").json()
+    assert session_client.delete(f"/api/v1/api-keys/{created['id']}/").status_code == 204
     response = _bearer(created["key"]).get("/api/v1/me/")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
@@ -124,9 +124,9 @@ def test_saving_the_cached_user_keeps_the_password_and_last_used_is_written_once
     assert user.check_password("secret-pw")
 
 
-def test_expiry_in_the_past_is_a_validation_error(auth_client):
+def test_expiry_in_the_past_is_a_validation_error(session_client):
     past = (timezone.now() - dt.timedelta(days=1)).isoformat()
-    response = auth_client.post(
+    response = session_client.post(
         "/api/v1/api-keys/", {"name": "k", "expires_at": past}, format="json"
     )
     assert response.status_code == 400
@@ -145,12 +145,12 @@ def test_malformed_or_unknown_keys_get_401(header):
     assert response.json()["error"]["code"] == "not_authenticated"
 
 
-def test_cannot_see_or_revoke_another_users_key(auth_client, other_user):
+def test_cannot_see_or_revoke_another_users_key(session_client, other_user):
     from accounts.services import api_key_create
 
     key, _ = api_key_create(user=other_user, name="theirs")
-    assert auth_client.get("/api/v1/api-keys/").json()["count"] == 0
-    response = auth_client.delete(f"/api/v1/api-keys/{key.id}/")
+    assert session_client.get("/api/v1/api-keys/").json()["count"] == 0
+    response = session_client.delete(f"/api/v1/api-keys/{key.id}/")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert ApiKey.objects.get(pk=key.pk).revoked_at is None
@@ -189,3 +189,42 @@ def test_revoking_a_key_whose_row_is_cached_and_freshly_used_refuses_it_at_once(
     api_key_revoke(user=user, key_id=key.pk)
     response = client.get("/api/v1/me/")
     assert response.status_code == 401, response.content
+
+
+def test_an_api_key_cannot_list_create_or_revoke_keys(session_client, user):
+    own = session_client.post("/api/v1/api-keys/", {"name": "leaked"}, format="json").json()
+    other = session_client.post("/api/v1/api-keys/", {"name": "other"}, format="json").json()
+    client = _bearer(own["key"])
+    assert client.get("/api/v1/me/").status_code == 200  # the key itself works
+
+    refused = [
+        client.get("/api/v1/api-keys/"),
+        client.post("/api/v1/api-keys/", {"name": "permanent"}, format="json"),
+        client.delete(f"/api/v1/api-keys/{other['id']}/"),
+        client.delete(f"/api/v1/api-keys/{own['id']}/"),
+    ]
+    for response in refused:
+        assert response.status_code == 403
+        error = response.json()["error"]
+        assert error["code"] == "permission_denied"
+        assert "signed-in browser session" in error["message"]
+    keys = ApiKey.objects.filter(user=user)
+    assert sorted(keys.values_list("name", flat=True)) == ["leaked", "other"]
+    assert not keys.filter(revoked_at__isnull=False).exists()
+
+    # The browser session still manages keys.
+    assert session_client.get("/api/v1/api-keys/").json()["count"] == 2
+    assert session_client.post("/api/v1/api-keys/", {"name": "n"}, format="json").status_code == 201
+    assert session_client.delete(f"/api/v1/api-keys/{other['id']}/").status_code == 204
+
+
+def test_the_schema_says_keys_are_managed_from_a_browser_session(client):
+    paths = client.get("/api/schema/?format=json").json()["paths"]
+    for path, method in [("/api/v1/api-keys/", "get"), ("/api/v1/api-keys/", "post"),
+                         ("/api/v1/api-keys/{key_id}/", "delete")]:  # fmt: skip
+        operation = paths[path][method]
+        assert operation["security"] == [{"cookieAuth": []}], (path, method)
+        assert "403" in operation["responses"], (path, method)
+        assert "session" in operation["description"]
+    # Elsewhere a key is as good as a session.
+    assert {"apiKeyAuth": []} in paths["/api/v1/me/"]["get"]["security"]

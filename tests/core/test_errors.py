@@ -25,21 +25,23 @@ def test_method_not_allowed(auth_client):
     _assert_shape(auth_client.put("/api/v1/me/", {}, format="json"), 405, "method_not_allowed")
 
 
-def test_malformed_json_is_validation_error(auth_client):
-    response = auth_client.post("/api/v1/api-keys/", "{not json", content_type="application/json")
+def test_malformed_json_is_validation_error(session_client):
+    response = session_client.post(
+        "/api/v1/api-keys/", "{not json", content_type="application/json"
+    )
     _assert_shape(response, 400, "validation_error")
 
 
-def test_validation_error_names_the_field(auth_client):
+def test_validation_error_names_the_field(session_client):
     error = _assert_shape(
-        auth_client.post("/api/v1/api-keys/", {}, format="json"), 400, "validation_error"
+        session_client.post("/api/v1/api-keys/", {}, format="json"), 400, "validation_error"
     )
     assert "name" in error["details"]
     assert error["message"].startswith("name:")
 
 
-def test_unsupported_media_type(auth_client):
-    response = auth_client.post("/api/v1/api-keys/", "name=x", content_type="text/plain")
+def test_unsupported_media_type(session_client):
+    response = session_client.post("/api/v1/api-keys/", "name=x", content_type="text/plain")
     _assert_shape(response, 415, "unsupported_media_type")
 
 
@@ -83,5 +85,5 @@ def test_oversized_body_is_413(auth_client, settings):
     _assert_shape(response, 413, "file_too_large")
 
 
-def test_invalid_page_is_404_shape(auth_client):
-    _assert_shape(auth_client.get("/api/v1/api-keys/?page=99"), 404, "not_found")
+def test_invalid_page_is_404_shape(session_client):
+    _assert_shape(session_client.get("/api/v1/api-keys/?page=99"), 404, "not_found")
