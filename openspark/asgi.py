@@ -1,5 +1,6 @@
-"""ASGI entry point: HTTP through the edge (cached API responses, openspark/edge.py) and
-Django, websockets through Channels (origin-checked, session-authenticated)."""
+"""ASGI entry point: HTTP through the body limit (openspark/core/body_limit.py), the edge
+(cached API responses, openspark/edge.py) and Django, websockets through Channels
+(origin-checked, session-authenticated)."""
 
 import os
 
@@ -14,11 +15,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from openspark.core.body_limit import BodyLimitMiddleware  # noqa: E402
 from openspark.edge import EdgeApp  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": EdgeApp(django_asgi_app),
+        "http": BodyLimitMiddleware(EdgeApp(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -228,8 +228,15 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
-DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Request bodies past this are refused with 413 as they arrive, before Django spools them
+# (openspark/core/body_limit.py); below FILE_UPLOAD_MAX_MEMORY_SIZE, so they stay in memory.
+REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+# Views whose bodies may be a whole upload: KNOWLEDGE_MAX_FILES_PER_UPLOAD files of
+# KNOWLEDGE_MAX_UPLOAD_BYTES plus this much for the multipart framing and form fields.
+REQUEST_BODY_UPLOAD_VIEWS = ["knowledge-documents", "admin:knowledge_knowledgebase_upload"]
+REQUEST_BODY_MULTIPART_OVERHEAD = env.int("REQUEST_BODY_MULTIPART_OVERHEAD", default=1024 * 1024)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
