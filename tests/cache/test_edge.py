@@ -292,7 +292,10 @@ def test_ignored_parameters_and_header_variants_do_not_multiply_kept_responses(e
     with _client(edge_server, raw) as client:
         _kept(client, LIST)
         kept = entries_kept()
-        for query in ("x=1", "x=2", "page=1&page=1", "page=01x", "page_size=5&junk="):
+        for query in ("x=1", "x=2", "page=1&page=1", "page=01x", "page_size=5&junk=",
+                      # respellings of kept pages: the view reads them as page 1 of 20
+                      "page=01", "page=+1", "page_size=20&page=1", "page_size=0",
+                      "page_size=999"):  # fmt: skip
             for _ in range(2):
                 assert client.get(f"{LIST}?{query}").status_code in (200, 404)
         # Another Accept-Language is another response (Content-Language), kept in the same
@@ -304,6 +307,7 @@ def test_ignored_parameters_and_header_variants_do_not_multiply_kept_responses(e
             client.get(LIST, headers={"Accept-Language": f"x-{n}"})
         time.sleep(0.5)  # past any store still on its way
         assert entries_kept() - kept == set()
+        _kept(client, f"{LIST}?page=1&page_size=20")  # spelt as the view reads it
 
 
 def test_hostile_requests_get_djangos_answers_never_a_500(edge_server, user):

@@ -44,14 +44,14 @@ class EdgeEntry:
     namespace: str | None = None  # the first read's: where hits are counted
     ttl: int | None = None  # the shortest of the reads' namespaces' TTLs
     live: str = ""  # the response's live part (see `edge_allow`)
-    params: tuple[str, ...] = ()  # the query parameters the view reads
+    canonical: bytes = b""  # the query string spelt as the view reads it (see `edge_allow`)
 
     def keepable(self) -> bool:
         return (
             self.allowed
             and not self.spoiled
             and bool(self.counters)
-            and _query_reads_only(self.query, self.params)
+            and self.query == self.canonical
         )
 
 
@@ -66,34 +66,21 @@ def edge_collect(entry: EdgeEntry) -> contextvars.Token:
     return _current.set(entry)
 
 
-def _query_reads_only(query: bytes, params: tuple[str, ...]) -> bool:
-    """Whether the query string holds only `params`, once each, as plain numbers: responses
-    are kept per query string, and a caller must not be able to add kept copies of one
-    response by adding parameters the view ignores."""
-    if not query:
-        return True
-    seen = set()
-    for pair in query.split(b"&"):
-        name, _eq, value = pair.partition(b"=")
-        text = name.decode("ascii", "replace")
-        if text not in params or text in seen or not value.isdigit() or len(value) > 9:
-            return False
-        seen.add(text)
-    return True
-
-
-def edge_allow(*, ttl: int | None = None, live: str = "", params: tuple[str, ...] = ()) -> None:
+def edge_allow(*, ttl: int | None = None, live: str = "", query: str = "") -> None:
     """Called by a view whose response is fully determined by its cached reads and the
     request's key: it may be replayed while those reads stay valid (the view class says
     `edge_keeps = True`, so the edge looks for kept responses of it at all). `ttl` caps how long.
     `live`: the response's last field is computed afresh for each request (the edge knows
-    how: openspark/edge.py); the rest is kept. `params`: the query parameters it reads (the
-    response is kept only for queries of these, as numbers)."""
+    how: openspark/edge.py); the rest is kept. `query`: the request's query string in the one
+    spelling of what the view read from it (its parameters, in its order, with the values it
+    used). Responses are kept per query string, and only for a request spelt that way, so a
+    caller cannot add kept copies of one response by respelling (`page=01`, another order,
+    an out-of-range size) or by adding parameters the view ignores."""
     entry = _current.get()
     if entry is not None:
         entry.allowed = True
         entry.live = live
-        entry.params = params
+        entry.canonical = query.encode()
         if ttl is not None:
             entry.ttl = ttl if entry.ttl is None else min(entry.ttl, ttl)
 
