@@ -238,6 +238,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 REQUEST_BODY_UPLOAD_VIEWS = ["knowledge-documents", "admin:knowledge_knowledgebase_upload"]
 REQUEST_BODY_MULTIPART_OVERHEAD = env.int("REQUEST_BODY_MULTIPART_OVERHEAD", default=1024 * 1024)
 
+# --- Health ---------------------------------------------------------------------------------
+# /readyz shows versions, errors and latencies only to staff and to callers presenting this
+# token (`Authorization: Bearer <token>` or `X-Health-Token`); empty: to staff only.
+HEALTH_TOKEN = env("HEALTH_TOKEN", default="")
+# Everyone else gets ok/down per dependency, from a run at most this old (seconds).
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=1.0)
+
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
