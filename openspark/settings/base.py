@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "openspark.core.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside CommonMiddleware (which refuses a bad Host with an HTML 400) and everything after
     # it, so every /api/v1/ answer has the JSON error shape; inside the two header middlewares.
@@ -237,6 +238,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 # KNOWLEDGE_MAX_UPLOAD_BYTES plus this much for the multipart framing and form fields.
 REQUEST_BODY_UPLOAD_VIEWS = ["knowledge-documents", "admin:knowledge_knowledgebase_upload"]
 REQUEST_BODY_MULTIPART_OVERHEAD = env.int("REQUEST_BODY_MULTIPART_OVERHEAD", default=1024 * 1024)
+
+# --- Content-Security-Policy (openspark/core/csp.py) ----------------------------------------
+# On unless turned off (production: always on). Our own origin only, no inline script.
+CSP_ENABLED = env.bool("CSP_ENABLED", default=True)
+CSP_DIRECTIVES = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "font-src": "'self'",
+    "connect-src": "'self'",  # websockets to our own host included
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
 
 # --- Health ---------------------------------------------------------------------------------
 # /readyz shows versions, errors and latencies only to staff and to callers presenting this
