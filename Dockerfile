@@ -1,13 +1,17 @@
 # Production image: one image for web (ASGI), worker, beat and flower.
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    DJANGO_SETTINGS_MODULE=openspark.settings.production
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 # The CPU build of torch keeps the image small (the local embedder is optional in production).
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
-RUN DJANGO_SETTINGS_MODULE=openspark.settings.local SECRET_KEY=build \
+# collectstatic loads the production settings but contacts nothing: their required variables
+# get placeholders for this one command only (none of them ends up in the image).
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost REDIS_URL=redis://localhost:6379/0 \
+    DATABASE_URL=sqlite:////tmp/collectstatic.sqlite3 EMAIL_URL=consolemail:// \
     python manage.py collectstatic --noinput
 EXPOSE 8000
 CMD ["uvicorn", "openspark.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets"]

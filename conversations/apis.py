@@ -37,8 +37,6 @@ from .services import (
 
 
 class ConversationListCreateApi(APIView):
-    edge_keeps = True  # its GET's pages may be replayed by the edge (openspark/edge.py)
-
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
@@ -102,8 +100,6 @@ class ConversationDetailApi(APIView):
 
 
 class ConversationMessagesApi(APIView):
-    edge_keeps = True  # as ConversationListCreateApi
-
     class Pagination(PageNumberPagination):
         page_size = 50
 

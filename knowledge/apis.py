@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
@@ -11,6 +10,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from openspark.core.body_limit import upload_body_limit
 from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
@@ -192,9 +192,10 @@ class DocumentListUploadApi(APIView):
     )
     def post(self, request, knowledge_base_id: int):
         base = knowledge_base_get_writable(user=request.user, knowledge_base_id=knowledge_base_id)
-        # Refuse a body that cannot be within the limits before Django spools it to disk.
-        limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES * settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 1024 * 1024:
+        # Under ASGI the body limit (openspark/core/body_limit.py) refused this before Django
+        # read the body; this is the same check for a WSGI deployment.
+        limit = upload_body_limit()
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise FileTooLarge(
                 _("The upload is larger than the limit."), details={"max_bytes": limit}
             )

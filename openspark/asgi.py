@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django's own ASGI handler, websockets through Channels
+"""ASGI entry point: HTTP through the body limit (openspark/core/body_limit.py) and Django's
+own ASGI handler, websockets through Channels
 (origin-checked, session-authenticated)."""
 
 import os
@@ -14,10 +15,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from openspark.core.body_limit import BodyLimitMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

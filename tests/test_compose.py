@@ -45,3 +45,42 @@ def test_docker_compose_config_when_the_plugin_exists():
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "SECRET_KEY": "x"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _published_to_the_world(service: dict) -> list[str]:
+    """Port mappings not bound to the host's loopback."""
+    return [str(p) for p in service.get("ports", []) if not str(p).startswith("127.0.0.1:")]
+
+
+def test_only_the_proxy_is_published_to_the_world():
+    services = _compose()["services"]
+    public = {name for name, service in services.items() if _published_to_the_world(service)}
+    assert public == {"proxy"}
+    assert not services["web"].get("ports") and services["web"]["expose"] == ["8000"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert "healthcheck" in services["proxy"]
+
+
+def test_the_app_trusts_forwarded_headers_from_the_proxy_network_only():
+    compose = _compose()
+    services = compose["services"]
+    (subnet,) = [c["subnet"] for c in compose["networks"]["edge"]["ipam"]["config"]]
+    on_edge = {name for name, s in services.items() if "edge" in s.get("networks", [])}
+    assert on_edge == {"proxy", "web"}
+    assert services["proxy"]["networks"] == ["edge"]
+    web = services["web"]["environment"]
+    assert web["THROTTLE_TRUSTED_PROXIES"] == subnet
+    assert web["SECURE_PROXY_SSL_HEADER"] == "HTTP_X_FORWARDED_PROTO,https"
+    # The proxy forwards to web, sets the headers itself and trusts none a client sends.
+    volume = next(v for v in services["proxy"]["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    lines = (ROOT / volume.split(":")[0]).read_text().splitlines()
+    caddyfile = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    assert "reverse_proxy web:8000" in caddyfile
+    assert "trusted_proxies" not in caddyfile and "header_up" not in caddyfile
+
+
+def test_compose_leaves_production_cookies_secure():
+    for name, service in _compose()["services"].items():
+        env = service.get("environment", {})
+        for var in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT"):
+            assert var not in env, (name, var)  # production's default: true

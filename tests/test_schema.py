@@ -48,3 +48,15 @@ def test_swagger_ui_is_served_offline(client):
     assert "/static/drf_spectacular_sidecar/" in html
     asset = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert asset.status_code == 200
+
+
+def test_components_are_named_after_their_views_and_the_api_key_is_declared(client):
+    schema = client.get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    # Nested serializers of different views used to share one component each ("Output").
+    assert not {"Input", "Output"} & set(components)
+    assert {"MeOutput", "KnowledgeSearchInput", "KnowledgeSearchOutput"} <= set(components)
+    assert components["MeOutput"] != components["KnowledgeSearchOutput"]
+    assert schema["components"]["securitySchemes"]["apiKeyAuth"]["scheme"] == "bearer"
+    me = schema["paths"]["/api/v1/me/"]["get"]
+    assert {"apiKeyAuth": []} in me["security"]

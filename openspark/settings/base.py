@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "openspark.core.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside CommonMiddleware (which refuses a bad Host with an HTML 400) and everything after
     # it, so every /api/v1/ answer has the JSON error shape; inside the two header middlewares.
@@ -252,8 +253,38 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
-DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Request bodies past this are refused with 413 as they arrive, before Django spools them
+# (openspark/core/body_limit.py); below FILE_UPLOAD_MAX_MEMORY_SIZE, so they stay in memory.
+REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+# Views whose bodies may be a whole upload: KNOWLEDGE_MAX_FILES_PER_UPLOAD files of
+# KNOWLEDGE_MAX_UPLOAD_BYTES plus this much for the multipart framing and form fields.
+REQUEST_BODY_UPLOAD_VIEWS = ["knowledge-documents", "admin:knowledge_knowledgebase_upload"]
+REQUEST_BODY_MULTIPART_OVERHEAD = env.int("REQUEST_BODY_MULTIPART_OVERHEAD", default=1024 * 1024)
+
+# --- Content-Security-Policy (openspark/core/csp.py) ----------------------------------------
+# On unless turned off (production: always on). Our own origin only, no inline script.
+CSP_ENABLED = env.bool("CSP_ENABLED", default=True)
+CSP_DIRECTIVES = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "font-src": "'self'",
+    "connect-src": "'self'",  # websockets to our own host included
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+# --- Health ---------------------------------------------------------------------------------
+# /readyz shows versions, errors and latencies only to staff and to callers presenting this
+# token (`Authorization: Bearer <token>` or `X-Health-Token`); empty: to staff only.
+HEALTH_TOKEN = env("HEALTH_TOKEN", default="")
+# Everyone else gets ok/down per dependency, from a run at most this old (seconds).
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=1.0)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -277,7 +308,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "openspark.core.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "openspark.core.schema.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -1,4 +1,7 @@
 // Small fetch wrapper for the OpenSpark API: session auth + CSRF, one error shape.
+import { pageData } from "./page-data.js";
+
+const I18N = pageData("os-i18n"); // the page's translated strings
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
   return match ? decodeURIComponent(match[1]) : "";
@@ -29,7 +32,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
-    throw new ApiError(0, { error: { code: "network_error", message: window.OS_I18N?.network || "Network error" } });
+    throw new ApiError(0, { error: { code: "network_error", message: I18N.network || "Network error" } });
   }
   if (response.status === 204) return null;
   let data = null;
@@ -59,7 +62,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 export function t(key, fallback) {
-  return (window.OS_I18N && window.OS_I18N[key]) || fallback || key;
+  return I18N[key] || fallback || key;
 }
 
 // Stroke icons (feather-style paths), drawn inline: no icon font, no emoji font needed.

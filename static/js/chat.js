@@ -3,6 +3,7 @@
 // network joins the conversation again and resumes every running reply from its last seq.
 import { api, ApiError, el, icon, t } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
+import { pageData } from "./page-data.js";
 
 const $ = (selector) => document.querySelector(selector);
 const FINISHED = new Set(["completed", "failed", "stopped"]);
@@ -20,7 +21,7 @@ const state = {
   wsOpen: false,
   backoff: 500,
   reconnectTimer: null,
-  llm: window.OS_LLM || { offline: false },
+  llm: pageData("os-llm", { offline: false }),
 };
 
 // ---------------------------------------------------------------------------------------

@@ -98,8 +98,9 @@ def test_reload_mid_reply_resumes_to_the_full_text(chat_page, glm_server, user):
     login(chat_page, user.username, PASSWORD)
     _send(chat_page, "resume after reload [[tokens:120]]")
     expect(last_reply(chat_page).locator(".cursor")).to_be_visible()
+    # A function, not an expression: Playwright evals expressions, which the CSP forbids.
     chat_page.wait_for_function(
-        "document.querySelector('.msg-assistant .msg-body').innerText.length > 20"
+        "() => document.querySelector('.msg-assistant .msg-body').innerText.length > 20"
     )
     chat_page.reload()
     _wait_status(chat_page, "completed", timeout=30_000)

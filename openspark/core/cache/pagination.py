@@ -35,6 +35,20 @@ def _not_modified(request, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def _page_number(request, paginator) -> int | str | None:
+    """The page as DRF's paginator takes it: Django's Paginator reads the parameter with
+    int(), so `page=001`, `page=+1` and `page= 1` are page 1; a `last_page_strings` value is
+    kept as it is (its number depends on the count). None for what DRF answers 404 to."""
+    value = request.query_params.get(paginator.page_query_param) or "1"
+    if value in paginator.last_page_strings:
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number >= 1 else None
+
+
 def cached_page_response(
     *,
     request,
@@ -47,10 +61,14 @@ def cached_page_response(
     serialize: Callable[[list], list],
 ) -> Response:
     """paginator.paginate_queryset + get_paginated_response, cached under
-    (key…, page, page size) in `namespace` and invalidated by `scopes`.
-    Invalid pages raise DRF's NotFound as before (and are not cached)."""
+    (key…, page, page size) in `namespace` and invalidated by `scopes`, both read as DRF's
+    paginator reads them, so every spelling of one page shares one entry. Pages that are not
+    page numbers get DRF's answer (404), uncached."""
     page_size = paginator.get_page_size(request)
-    page = request.query_params.get(paginator.page_query_param) or "1"
+    page = _page_number(request, paginator)
+    if page is None:
+        rows = paginator.paginate_queryset(queryset(), request, view=view)
+        return paginator.get_paginated_response(list(serialize(rows)))
 
     def compute() -> dict:
         rows = paginator.paginate_queryset(queryset(), request, view=view)
