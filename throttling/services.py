@@ -1,5 +1,5 @@
 """The limiter service used by the DRF throttle classes, the rate-limit middleware and the
-chat websocket consumer, plus the monthly token quota and limiter alerts."""
+chat websocket consumer, plus limiter alerts. The monthly token quota is in quota.py."""
 
 from __future__ import annotations
 
@@ -16,10 +16,7 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
-from openspark.core.cache import cache_bump, user_scope
-from openspark.core.errors import ApplicationError
 from openspark.core.memo import memoised
 
 from .limiter import (
@@ -31,13 +28,10 @@ from .limiter import (
     limiter_peek_prefetch,
     limiter_peek_result,
 )
-from .models import Alert, TokenUsage
+from .models import Alert
 from .selectors import (
     LimiterConfig,
     limiter_config_get,
-    month_start,
-    next_month_start,
-    tokens_used_this_month,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,40 +44,6 @@ ENDPOINT_GROUPS = (
 )
 # Websocket `message.send` frames spend the same budget as POST /api/v1/messages.
 WEBSOCKET_MESSAGE_PATH = "/api/v1/messages/"
-
-
-def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-    """Add a reply's tokens to the user's month; an F() update so concurrent workers add up."""
-    month = month_start()
-    usage, _created = TokenUsage.objects.get_or_create(user_id=user_id, month=month)
-    TokenUsage.objects.filter(pk=usage.pk).update(
-        prompt_tokens=F("prompt_tokens") + max(0, prompt_tokens),
-        completion_tokens=F("completion_tokens") + max(0, completion_tokens),
-    )
-    cache_bump(scope=user_scope(user_id))  # GET me/ shows tokens used: invalidate on commit
-
-
-def quota_check(*, user) -> None:
-    """Refuse (429 `quota_exceeded`) when the user's plan's monthly token quota is used up;
-    a quota of 0 is unlimited. The chat service calls this before creating a message. The
-    quota comes from the limiter's configuration snapshot (no query; staff edits apply
-    within THROTTLE_CONFIG_TTL seconds, as the limits do)."""
-    quota = limiter_config_get().plan(getattr(user, "plan_id", None)).monthly_token_quota
-    if not quota:
-        return
-    used = tokens_used_this_month(user=user)
-    if used < quota:
-        return
-    resets_at = next_month_start()
-    retry_after = max(1, math.ceil((resets_at - timezone.now()).total_seconds()))
-    raise ApplicationError(
-        _("Monthly token quota used up (%(used)s of %(quota)s); it resets at %(resets_at)s.")
-        % {"used": used, "quota": quota, "resets_at": resets_at.isoformat()},
-        code="quota_exceeded",
-        status_code=429,
-        details={"resets_at": resets_at.isoformat(), "quota": quota, "used": used},
-        headers={"Retry-After": str(retry_after)},
-    )
 
 
 # --- Identity -------------------------------------------------------------------------------

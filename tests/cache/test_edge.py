@@ -19,7 +19,7 @@ from openspark.core.cache import stats_get
 from tests.cache.conftest import entries_kept, ns_stats, unlimited, wait_for
 from tests.factories import UserFactory
 from throttling.models import Plan
-from throttling.services import token_usage_record
+from throttling.quota import tokens_settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -250,7 +250,7 @@ def test_me_is_replayed_with_this_minutes_usage_read_afresh(edge_server, user):
         type(user).objects.filter(pk=user.pk).update(username="renamed-behind-the-cache")
         assert _drop_cached_reads("user_profile") > 0
         replays = [client.get("/api/v1/me/") for _ in range(3)]
-        token_usage_record(user_id=user.id, prompt_tokens=7, completion_tokens=5)
+        tokens_settle(user_id=user.id, prompt_tokens=7, completion_tokens=5)
         after_usage = client.get("/api/v1/me/").json()
     first = made_by_django.json()
     used = [r.json()["usage"]["plan"]["used"] for r in replays]
