@@ -144,10 +144,13 @@ def test_websocket_send_beyond_the_quota_gets_quota_exceeded(chat_asgi, user, se
 
 
 @pytest.mark.django_db
-def test_a_reply_reserves_its_ceiling_and_settles_once(user, glm):
+def test_a_reply_reserves_its_ceiling_and_settles_once(user, glm, auth_client):
     _question, reply, _task = message_send(user=user, content=QUESTION)
     assert (reply.reserved_tokens, reply.reserved_month) == (reply_ceiling(), month_start())
     assert usage_of(user).reserved_tokens == reply_ceiling()
+    tokens = auth_client.get("/api/v1/me/").json()["tokens"]
+    assert (tokens["used_this_month"], tokens["reserved"]) == (0, reply_ceiling())
+    assert tokens["remaining"] == tokens["quota"] - reply_ceiling()
 
     assert reply_generate(message_id=reply.id) == "completed"
     reply.refresh_from_db()
