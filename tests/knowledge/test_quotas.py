@@ -177,3 +177,13 @@ def test_me_shows_storage_limits_and_usage(user, django_capture_on_commit_callba
         upload(client, base.id, ("a.txt", b"alpha"), ("b.txt", b"beta!"))
     after = client.get("/api/v1/me/").json()["knowledge"]
     assert after["storage_bytes"]["used"] == 10 and after["documents"]["used"] == 2
+
+
+@pytest.mark.django_db
+def test_staff_edit_the_storage_quotas_in_the_plan_admin(client, staff_user):
+    client.force_login(staff_user)
+    free = Plan.objects.get(tier="free")
+    page = client.get(reverse("admin:throttling_plan_change", args=[free.id])).content.decode()
+    for field in ("storage_quota_bytes", "document_quota", "knowledge_base_quota"):
+        assert f'name="{field}"' in page
+    assert f'value="{200 * 1024 * 1024}"' in page  # the free tier's seeded 200 MB
