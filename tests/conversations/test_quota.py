@@ -87,12 +87,19 @@ def test_concurrent_sends_at_the_quota_edge_admit_only_what_fits(
             timeout=30,
         )
 
+    # Replies hold their reservations through the burst: a reply that ended meanwhile would
+    # hand back what it did not use, and room for one more send is then right.
+    glm_server.first_token_delay = 8.0
     with ThreadPoolExecutor(20) as pool:
         responses = list(pool.map(send, range(20)))
+    glm_server.first_token_delay = 0.0
 
     accepted = [r for r in responses if r.status_code == 202]
     refused = [r for r in responses if r.status_code != 202]
-    assert len(accepted) == fits, sorted(r.status_code for r in responses)
+    replies = Message.objects.filter(conversation__owner=user, role="assistant")
+    last_accepted = max(replies.values_list("created_at", flat=True))
+    ended_during_burst = replies.filter(finished_at__lt=last_accepted).count()
+    assert fits <= len(accepted) <= fits + ended_during_burst, [r.status_code for r in responses]
     for response in refused:
         assert response.status_code == 429
         error = response.json()["error"]
@@ -101,14 +108,14 @@ def test_concurrent_sends_at_the_quota_edge_admit_only_what_fits(
             error["details"]
         )
         assert int(response.headers["Retry-After"]) >= 1
-    # A refused send created nothing; each accepted one holds its ceiling.
-    assert Conversation.objects.filter(owner=user).count() == fits
-    replies = Message.objects.filter(conversation__owner=user, role="assistant")
-    assert sorted(replies.values_list("reserved_tokens", flat=True)) == [ceiling] * fits
+    # A refused send created nothing; each accepted one holds its ceiling until it ends.
+    assert Conversation.objects.filter(owner=user).count() == len(accepted)
+    held = replies.exclude(status__in=Message.FINISHED).values_list("reserved_tokens", flat=True)
+    assert set(held) <= {ceiling}
 
     # The worker streams them, settles each, then titles each conversation (also charged).
     def settled() -> bool:
-        done = replies.filter(status="completed").count() == fits
+        done = replies.filter(status="completed").count() == len(accepted)
         titled = not Conversation.objects.filter(owner=user, title="").exists()
         return done and titled and usage_of(user).reserved_tokens == 0
 

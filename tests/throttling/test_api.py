@@ -120,6 +120,9 @@ def test_plan_limit_edited_in_the_admin_takes_effect(auth_client, staff_user):
             "requests_per_minute": 7, "conversations_per_minute": 60,
             "messages_per_minute": 120, "knowledge_per_minute": 30,
             "monthly_token_quota": free.monthly_token_quota,
+            "storage_quota_bytes": free.storage_quota_bytes,
+            "document_quota": free.document_quota,
+            "knowledge_base_quota": free.knowledge_base_quota,
         },
     )  # fmt: skip
     assert response.status_code == 302
