@@ -531,7 +531,7 @@ def reply_completion_cap() -> int:
     """Most completion tokens a reply reserves, and is capped at when it has a reservation:
     CHAT_REPLY_MAX_TOKENS, or CHAT_QUOTA_REPLY_TOKENS where that leaves it to the model."""
     return int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or int(
-        _setting("CHAT_QUOTA_REPLY_TOKENS", 4096)
+        _setting("CHAT_QUOTA_REPLY_TOKENS", 4095)
     )
 
 

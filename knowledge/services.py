@@ -29,6 +29,7 @@ from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError, Conflict
 from openspark.core.services import notification_send, task_enqueue, task_progress_set
 from openspark.llm.base import LLMError
+from throttling.models import Plan
 from throttling.selectors import plan_for_user
 
 from . import cache as retrieval_cache
@@ -78,7 +79,7 @@ class RetryableIngestError(Exception):
 # --- storage quotas ---------------------------------------------------------------------------
 
 
-def _owner_plan_locked(owner_id: int):
+def _owner_plan_locked(owner_id: int) -> Plan:
     """The owner's plan, with the owner's row locked for the rest of the transaction: their
     uploads and base creations count and store one at a time, so parallel requests cannot
     overshoot a quota (PostgreSQL; on SQLite every write transaction is IMMEDIATE, which

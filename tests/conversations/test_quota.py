@@ -40,7 +40,7 @@ QUESTION = "How do tides work"
 def reply_ceiling(content: str = QUESTION) -> int:
     """The documented reservation of a reply without knowledge bases: the system prompt, the
     history window (at least the question) and the completion cap, all by the estimator."""
-    cap = settings.CHAT_REPLY_MAX_TOKENS or getattr(settings, "CHAT_QUOTA_REPLY_TOKENS", 4096)
+    cap = settings.CHAT_REPLY_MAX_TOKENS or getattr(settings, "CHAT_QUOTA_REPLY_TOKENS", 4095)
     return (
         estimate_tokens(settings.CHAT_SYSTEM_PROMPT)
         + max(settings.CHAT_HISTORY_TOKEN_BUDGET, estimate_tokens(content))
@@ -167,7 +167,7 @@ def test_a_reply_reserves_its_ceiling_and_settles_once(user, glm, auth_client):
     assert (usage.prompt_tokens, usage.completion_tokens) == charged
     # The cap the reservation counted on was sent to the provider.
     body = glm.requests_to("/chat/completions")[0].json
-    assert body["max_tokens"] == settings.CHAT_REPLY_MAX_TOKENS or 4096
+    assert body["max_tokens"] == (settings.CHAT_REPLY_MAX_TOKENS or 4095)
 
     # A redelivered task settles nothing again.
     assert generate_ai_response(reply.id) == "skipped"
