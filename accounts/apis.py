@@ -20,6 +20,9 @@ class PlanOutputSerializer(serializers.Serializer):
     requests_per_minute = serializers.IntegerField()
     endpoint_limits = serializers.DictField(child=serializers.IntegerField())
     monthly_token_quota = serializers.IntegerField()
+    storage_quota_bytes = serializers.IntegerField(help_text="0 = unlimited.")
+    document_quota = serializers.IntegerField(help_text="0 = unlimited.")
+    knowledge_base_quota = serializers.IntegerField(help_text="0 = unlimited.")
 
 
 class MeApi(APIView):
@@ -31,7 +34,13 @@ class MeApi(APIView):
         date_joined = serializers.DateTimeField()
         plan = PlanOutputSerializer()
         tokens = serializers.DictField(
-            help_text="used_this_month, quota (0 = unlimited), remaining, resets_at."
+            help_text="used_this_month, reserved (held by replies in progress), quota "
+            "(0 = unlimited), remaining (quota - used - reserved), resets_at."
+        )
+        knowledge = serializers.DictField(
+            child=serializers.DictField(child=serializers.IntegerField()),
+            help_text="storage_bytes, documents, knowledge_bases: each {used, limit} "
+            "(limit 0 = unlimited), over the knowledge bases the caller owns.",
         )
         usage = serializers.DictField(
             help_text="Per rate-limit layer: limit, used, remaining, reset (s) this minute."

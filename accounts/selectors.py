@@ -14,9 +14,10 @@ from django.core import signing
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 
+from knowledge.selectors import knowledge_quota_status_get
 from openspark.core.cache import PLANS_SCOPE, USER_PROFILE, cached, user_scope
 from openspark.core.errors import ApplicationError
-from throttling.selectors import month_start, plan_for_user, tokens_used_this_month
+from throttling.selectors import month_start, plan_for_user, token_usage_this_month
 
 from .models import ApiKey, EmailVerification
 
@@ -57,7 +58,8 @@ def api_key_list(*, user):
     USER_PROFILE,
     # The month is part of the key so "tokens used this month" starts over on the 1st.
     key=lambda *, user: (user.id, month_start().isoformat()),
-    # User saves and token usage bump the user's scope; plan edits bump PLANS_SCOPE.
+    # User saves, token usage and reservations, and changes to the user's knowledge bases and
+    # documents bump the user's scope; plan edits bump PLANS_SCOPE.
     version_of=lambda *, user: [user_scope(user.id), PLANS_SCOPE],
 )
 def user_profile_get(*, user) -> dict:
@@ -66,7 +68,8 @@ def user_profile_get(*, user) -> dict:
     # already saw, and a value computed from it would be cached under the new version.
     user = get_user_model().objects.select_related("plan").get(pk=user.pk)
     plan = plan_for_user(user)
-    used = tokens_used_this_month(user=user)
+    used, reserved = token_usage_this_month(user_id=user.id)
+    quota = plan.monthly_token_quota
     return {
         "id": user.id,
         "username": user.username,
@@ -78,15 +81,18 @@ def user_profile_get(*, user) -> dict:
             "name": plan.name,
             "requests_per_minute": plan.requests_per_minute,
             "endpoint_limits": plan.endpoint_limits,
-            "monthly_token_quota": plan.monthly_token_quota,
+            "monthly_token_quota": quota,
+            "storage_quota_bytes": plan.storage_quota_bytes,
+            "document_quota": plan.document_quota,
+            "knowledge_base_quota": plan.knowledge_base_quota,
         },
         "tokens": {
             "used_this_month": used,
-            "quota": plan.monthly_token_quota,
-            "remaining": max(0, plan.monthly_token_quota - used)
-            if plan.monthly_token_quota
-            else None,
+            "reserved": reserved,
+            "quota": quota,
+            "remaining": max(0, quota - used - reserved) if quota else None,
         },
+        "knowledge": knowledge_quota_status_get(user=user),
     }
 
 

@@ -60,6 +60,10 @@ class Message(models.Model):
     citations = models.JSONField(default=list, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # A reply's share of its owner's monthly token quota, held from queueing until the status
+    # change that ends it settles it (throttling.quota) and sets this back to 0.
+    reserved_tokens = models.PositiveIntegerField(default=0)
+    reserved_month = models.DateField(null=True, blank=True)
     provider = models.CharField(max_length=40, blank=True)
     model = models.CharField(max_length=100, blank=True)
     task_id = models.CharField(max_length=255, blank=True)

@@ -49,8 +49,14 @@ from openspark.llm import (
     get_retry_policy,
     stream_with_retry,
 )
-from openspark.llm.base import ChatProvider, Usage, estimate_prompt_tokens, estimate_tokens
-from throttling.services import quota_check, token_usage_record
+from openspark.llm.base import (
+    ChatProvider,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    format_sources,
+)
+from throttling.quota import tokens_reserve, tokens_settle
 
 from . import prompts, realtime
 from .models import Conversation, Message
@@ -132,9 +138,10 @@ def conversation_update(
 
 def conversation_delete(*, user, conversation_id: int) -> None:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-    # Workers still streaming into it stop at their next batch instead of talking to nobody.
+    # Unfinished replies are stopped first, which settles their token reservations; a worker
+    # still streaming one stops at its next batch and settles it itself (the row is gone).
     for reply in replies_unfinished(conversation_id=conversation.id):
-        realtime.reply_stop_request(message_id=reply.id)
+        _reply_stop(reply)
     conversation.delete()
     cache_bump(scopes=[user_scope(user.id), conversation_scope(conversation_id)])
 
@@ -145,19 +152,28 @@ def conversation_delete(*, user, conversation_id: int) -> None:
 def _reply_enqueue(
     *, user, question: Message, client_id: str = "", new_conversation: bool = False
 ) -> tuple[Message, str]:
-    """A pending reply to `question` and its queued task; call inside a transaction.
+    """A pending reply to `question`, its token reservation and its queued task; call inside
+    a transaction (a refused reservation, 429 `quota_exceeded`, rolls everything back).
 
     On commit, every socket on the conversation hears `message.created` before the task is
     queued (on_commit callbacks run in order), so no socket sees a delta of an unknown reply.
     A conversation created in this transaction has no sockets yet (joining checks that it
     exists; one that joins after the commit reads the reply from the database): no publish.
     """
+    reservation = tokens_reserve(
+        user=user,
+        tokens=reply_token_ceiling(
+            question=question.content, with_sources=bool(question.knowledge_base_ids)
+        ),
+    )
     reply = Message.objects.create(
         conversation_id=question.conversation_id,
         role=Message.Role.ASSISTANT,
         reply_to=question,
         status=Message.Status.PENDING,
         task_id=task_id_new(),  # stored with the row: no UPDATE after queueing
+        reserved_tokens=reservation.tokens,
+        reserved_month=reservation.month,
     )
     if not new_conversation:
         transaction.on_commit(
@@ -251,7 +267,6 @@ def message_send(
             reply = earlier.replies.order_by("-id").first()
             if reply is not None:
                 return earlier, reply, reply.task_id
-    quota_check(user=user)
     requested = knowledge_base_ids is not None
     ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
     with transaction.atomic():
@@ -296,7 +311,6 @@ def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
     question = message if message.role == Message.Role.USER else message.reply_to
     if question is None:
         raise ApplicationError(_("This message answers no question."))
-    quota_check(user=user)
     with transaction.atomic():
         Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
         if replies_unfinished(conversation_id=question.conversation_id):
@@ -317,6 +331,12 @@ def reply_stop(*, user, message_id: int) -> Message:
     reply = message_get_for_user(user=user, message_id=message_id)
     if reply.role != Message.Role.ASSISTANT:
         raise ApplicationError(_("Only replies can be stopped."))
+    _reply_stop(reply)
+    reply.refresh_from_db()
+    return reply
+
+
+def _reply_stop(reply: Message) -> None:
     if reply.status == Message.Status.PENDING and not _reply_finish(
         reply=reply, leaving=Message.Status.PENDING, status=Message.Status.STOPPED
     ):
@@ -327,8 +347,6 @@ def reply_stop(*, user, message_id: int) -> Message:
             _reply_finish(
                 reply=reply, leaving=Message.Status.STREAMING, status=Message.Status.STOPPED
             )
-    reply.refresh_from_db()
-    return reply
 
 
 def message_feedback_set(*, user, message_id: int, rating: int, comment: str = "") -> Message:
@@ -354,20 +372,37 @@ def _reply_finish(
     status: str,
     error_code: str = "",
     error: str = "",
+    holder: bool = False,
     **fields: Any,
 ) -> bool:
-    """Move the reply from `leaving` to a final status, then tell its log and its sockets.
+    """Move the reply from `leaving` to a final status and settle its token reservation (the
+    usage in `fields` is charged, none when absent) in one transaction, then tell its log and
+    its sockets. The status change happens once, so the settlement does too.
 
-    False (and nothing published) when the reply had already left `leaving`."""
+    False (and nothing published) when the reply had already left `leaving`. `holder`: the
+    caller is the worker holding the reply's lease, the one party that settles a reply whose
+    row is gone (its conversation was deleted while it streamed)."""
     now = timezone.now()
-    updated = Message.objects.filter(id=reply.id, status=leaving).update(
-        status=status,
-        error_code=error_code,
-        error=error,
-        finished_at=now,
-        updated_at=now,
-        **fields,
-    )
+    with transaction.atomic():
+        updated = Message.objects.filter(id=reply.id, status=leaving).update(
+            status=status,
+            error_code=error_code,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            reserved_tokens=0,
+            **fields,
+        )
+        usage = fields.get("prompt_tokens", 0), fields.get("completion_tokens", 0)
+        settles = updated or (holder and not Message.objects.filter(id=reply.id).exists())
+        if settles and (reply.reserved_tokens or any(usage)):
+            tokens_settle(
+                user_id=reply.conversation.owner_id,
+                reserved=reply.reserved_tokens,
+                month=reply.reserved_month,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
     if not updated:
         return False
     cache_bump(scope=conversation_scope(reply.conversation_id))
@@ -495,6 +530,44 @@ def _estimated_usage(*, prompt: list, passages: Sequence[Passage], text: str) ->
     }
 
 
+# Allowance per source for its "[n] title" line in reply_token_ceiling; a reply whose sources
+# need more drops its last ones instead (_passages_within).
+SOURCE_HEADER_TOKENS = 20
+
+
+def reply_completion_cap() -> int:
+    """Most completion tokens a reply reserves, and is capped at when it has a reservation:
+    CHAT_REPLY_MAX_TOKENS, or CHAT_QUOTA_REPLY_TOKENS where that leaves it to the model."""
+    return int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or int(
+        _setting("CHAT_QUOTA_REPLY_TOKENS", 4095)
+    )
+
+
+def reply_token_ceiling(*, question: str, with_sources: bool) -> int:
+    """The most tokens a reply to `question` is reserved, by the estimate the worker builds
+    its prompt with (`_prompt_for`): the system prompt; the history window (the question, and
+    earlier exchanges only within CHAT_HISTORY_TOKEN_BUDGET); with knowledge bases, the
+    sources (instructions, passages within KNOWLEDGE_CONTEXT_TOKEN_BUDGET, a header each);
+    and the completion cap. The estimate can undercount the provider's tokenizer on odd text
+    (docs/throttling.md states the bound)."""
+    tokens = estimate_tokens(_setting("CHAT_SYSTEM_PROMPT", ""))
+    tokens += max(int(_setting("CHAT_HISTORY_TOKEN_BUDGET", 3000)), estimate_tokens(question))
+    if with_sources:
+        # +1: the blank line joining the sources to the system prompt.
+        tokens += estimate_tokens(format_sources([])) + 1
+        tokens += int(_setting("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", 3000))
+        tokens += SOURCE_HEADER_TOKENS * int(_setting("KNOWLEDGE_TOP_K", 5))
+    return tokens + reply_completion_cap()
+
+
+def _passages_within(*, prompt: list, passages: list[Passage], budget: int) -> list[Passage]:
+    """The leading passages whose prompt fits `budget` (long document titles, or more passages
+    than KNOWLEDGE_TOP_K, can exceed the header allowance the reservation made)."""
+    while passages and estimate_prompt_tokens(prompt, passages) > budget:
+        passages = passages[:-1]
+    return passages
+
+
 def _prompt_for(reply: Message) -> list:
     question = reply.reply_to
     limit = int(_setting("CHAT_HISTORY_MAX_MESSAGES", 20))
@@ -595,6 +668,12 @@ def _reply_stream(reply: Message) -> str:
             message=_("Searching the knowledge bases failed. Please try again."),
         )
     max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
+    if reply.reserved_tokens:
+        # The reservation counted on this cap and on the prompt's estimate: keep to both.
+        max_tokens = reply_completion_cap()
+        passages = _passages_within(
+            prompt=prompt, passages=passages, budget=reply.reserved_tokens - max_tokens
+        )
     cache_key = _ai_response_key(
         user=user, provider=provider, prompt=prompt, passages=passages, max_tokens=max_tokens
     )
@@ -669,6 +748,7 @@ def _reply_stream(reply: Message) -> str:
         reply=reply,
         leaving=Message.Status.STREAMING,
         status=status,
+        holder=True,
         content=text,
         last_seq=stream.seq,
         first_token_at=stream.first_token_at,
@@ -678,7 +758,6 @@ def _reply_stream(reply: Message) -> str:
         **usage,
     )
     if finished:
-        token_usage_record(user_id=user.id, **usage)
         if status == Message.Status.COMPLETED and cache_key and hit is None:
             ai_response_set(
                 cache_key, content=text, citations=citations, usage=usage, pace=stream.pace
@@ -738,28 +817,29 @@ def _reply_fail(
 ) -> str:
     # The partial text stays: readers saw it, and it helps to judge what went wrong.
     stream.flush()
+    # Charged only when text came (the estimate is zero otherwise): a provider refusal costs
+    # the user nothing.
     usage = _estimated_usage(prompt=prompt or [], passages=passages, text=stream.text)
-    if (
-        _reply_finish(
-            reply=reply,
-            leaving=Message.Status.STREAMING,
-            status=Message.Status.FAILED,
-            error_code=code,
-            error=message,
-            content=stream.text,
-            last_seq=stream.seq,
-            first_token_at=stream.first_token_at,
-            provider=provider.name if provider else "",
-            model=provider.model if provider else "",
-            **usage,
-        )
-        and usage["completion_tokens"]
-    ):
-        token_usage_record(user_id=reply.conversation.owner_id, **usage)
+    _reply_finish(
+        reply=reply,
+        leaving=Message.Status.STREAMING,
+        status=Message.Status.FAILED,
+        holder=True,
+        error_code=code,
+        error=message,
+        content=stream.text,
+        last_seq=stream.seq,
+        first_token_at=stream.first_token_at,
+        provider=provider.name if provider else "",
+        model=provider.model if provider else "",
+        **usage,
+    )
     return Message.Status.FAILED
 
 
 # --- titles ----------------------------------------------------------------------------------
+
+TITLE_MAX_TOKENS = 24
 
 
 def _title_enqueue(*, conversation_id: int) -> None:
@@ -770,6 +850,37 @@ def _title_enqueue(*, conversation_id: int) -> None:
     transaction.on_commit(
         lambda: generate_conversation_title.apply_async(args=[conversation_id], **options)
     )
+
+
+def _title_from_model(
+    *, provider: ChatProvider, conversation: Conversation, question: str, answer: str
+) -> str:
+    """The model's title, paid from the owner's quota like a reply: reserved first (no room
+    left: "" and the offline title, which costs nothing), settled with what it used. A worker
+    killed mid-call leaves the reservation held until the month ends (on the safe side)."""
+    prompt = prompts.title_prompt(question=question, answer=answer)
+    try:
+        reservation = tokens_reserve(
+            user=conversation.owner,
+            tokens=estimate_prompt_tokens(prompt, ()) + TITLE_MAX_TOKENS,
+        )
+    except ApplicationError:
+        return ""
+    usage = Usage(prompt_tokens=0, completion_tokens=0)
+    try:
+        raw, usage = provider.complete(prompt, max_tokens=TITLE_MAX_TOKENS)
+        return prompts.title_clean(raw)
+    except LLMError as error:
+        logger.info("Title for conversation %s falls back: %r", conversation.id, error)
+        return ""
+    finally:
+        tokens_settle(
+            user_id=conversation.owner_id,
+            reserved=reservation.tokens,
+            month=reservation.month,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
 
 
 def conversation_title_generate(*, conversation_id: int) -> str:
@@ -794,18 +905,9 @@ def conversation_title_generate(*, conversation_id: int) -> str:
     title = ""
     provider = get_chat_provider()
     if not provider.is_offline:
-        try:
-            raw, usage = provider.complete(
-                prompts.title_prompt(question=question, answer=reply.content), max_tokens=24
-            )
-            title = prompts.title_clean(raw)
-            token_usage_record(
-                user_id=conversation.owner_id,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-        except LLMError as error:
-            logger.info("Title for conversation %s falls back: %r", conversation_id, error)
+        title = _title_from_model(
+            provider=provider, conversation=conversation, question=question, answer=reply.content
+        )
     title = title or prompts.title_from_question(question)
     if not Conversation.objects.filter(id=conversation_id, title="").update(title=title):
         return ""

@@ -67,10 +67,16 @@ class DocumentOutputSerializer(serializers.ModelSerializer):
 
 
 def _users_by_username(usernames: list[str]):
-    users = list(get_user_model().objects.filter(username__in=usernames))
-    missing = sorted(set(usernames) - {u.username for u in users})
-    if missing:
-        raise serializers.ValidationError(_("Unknown users: %(names)s") % {"names": missing})
+    """The users a base can be shared with: active accounts. A name nobody has and a name
+    whose account cannot be shared with get the same answer, so this tells no one which
+    usernames exist; a share that succeeds confirms active users (sharing needs it), one
+    request at a time within the `knowledge` endpoint group's limit."""
+    users = list(get_user_model().objects.filter(username__in=usernames, is_active=True))
+    refused = sorted(set(usernames) - {u.username for u in users})
+    if refused:
+        raise serializers.ValidationError(
+            _("These users cannot be shared with: %(names)s") % {"names": ", ".join(refused)}
+        )
     return users
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
 from openspark.core.errors import ApplicationError, NotFound
 from openspark.llm.base import Passage, estimate_tokens
+from throttling.selectors import plan_for_user
 
 from . import retrieval
 from .models import Document, KnowledgeBase
@@ -23,6 +26,38 @@ def knowledge_base_list_readable(*, user) -> QuerySet[KnowledgeBase]:
         | Q(visibility=KnowledgeBase.Visibility.PUBLIC)
         | Q(visibility=KnowledgeBase.Visibility.SHARED, shared_with=user)
     ).distinct()
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeUsage:
+    """What a user's own bases hold, as the plan's storage quotas count it: every document
+    whatever its status (a failed one still keeps its file)."""
+
+    storage_bytes: int
+    documents: int
+    knowledge_bases: int
+
+
+def knowledge_usage_get(*, owner_id: int) -> KnowledgeUsage:
+    documents = Document.objects.filter(knowledge_base__owner_id=owner_id).aggregate(
+        count=Count("id"), size=Sum("size")
+    )
+    return KnowledgeUsage(
+        storage_bytes=documents["size"] or 0,
+        documents=documents["count"],
+        knowledge_bases=KnowledgeBase.objects.filter(owner_id=owner_id).count(),
+    )
+
+
+def knowledge_quota_status_get(*, user) -> dict[str, dict[str, int]]:
+    """Per quota kind: `used` and `limit` (0 = unlimited), for GET me/ and the account page."""
+    plan = plan_for_user(user)
+    usage = knowledge_usage_get(owner_id=user.id)
+    return {
+        "storage_bytes": {"used": usage.storage_bytes, "limit": plan.storage_quota_bytes},
+        "documents": {"used": usage.documents, "limit": plan.document_quota},
+        "knowledge_bases": {"used": usage.knowledge_bases, "limit": plan.knowledge_base_quota},
+    }
 
 
 def knowledge_base_get_readable(*, user, knowledge_base_id: int) -> KnowledgeBase:

@@ -18,14 +18,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError, Conflict
 from openspark.core.services import notification_send, task_enqueue, task_progress_set
 from openspark.llm.base import LLMError
+from throttling.models import Plan
+from throttling.selectors import plan_for_user
 
 from . import cache as retrieval_cache
 from .chunking import chunk_sections
@@ -38,6 +43,7 @@ from .parsing import (
     extension_of,
     parse_document,
 )
+from .selectors import knowledge_usage_get
 from .vectorstore import VectorRow, get_vector_store
 
 logger = logging.getLogger(__name__)
@@ -58,8 +64,88 @@ class UnsupportedFileType(ApplicationError):
     code = "unsupported_file_type"
 
 
+class QuotaExceeded(ApplicationError):
+    """A plan's storage, document or knowledge-base quota; waiting does not help (unlike the
+    token quota's 429), deleting or upgrading does."""
+
+    status_code = 403
+    code = "quota_exceeded"
+
+
 class RetryableIngestError(Exception):
     """A transient failure (provider busy, vector store unreachable): try the task again."""
+
+
+# --- storage quotas ---------------------------------------------------------------------------
+
+
+def _owner_plan_locked(owner_id: int) -> Plan:
+    """The owner's plan, with the owner's row locked for the rest of the transaction: their
+    uploads and base creations count and store one at a time, so parallel requests cannot
+    overshoot a quota (PostgreSQL; on SQLite every write transaction is IMMEDIATE, which
+    serialises them already)."""
+    owner = get_user_model().objects.select_for_update().get(pk=owner_id)
+    return plan_for_user(owner)
+
+
+def _refuse(*, kind: str, message: str, limit: int, used: int, needed: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        message, details={"kind": kind, "limit": limit, "used": used, "needed": needed}
+    )
+
+
+def _storage_quota_check(*, owner_id: int, files: int, size: int) -> None:
+    """Call inside the transaction that stores the files, before storing any."""
+    plan = _owner_plan_locked(owner_id)
+    usage = knowledge_usage_get(owner_id=owner_id)
+    limit = plan.document_quota
+    if limit and usage.documents + files > limit:
+        raise _refuse(
+            kind="documents",
+            message=_(
+                "Your plan allows %(limit)s documents; you have %(used)s and this upload adds "
+                "%(needed)s. Delete documents or upgrade your plan."
+            )
+            % {"limit": limit, "used": usage.documents, "needed": files},
+            limit=limit,
+            used=usage.documents,
+            needed=files,
+        )
+    limit = plan.storage_quota_bytes
+    if limit and usage.storage_bytes + size > limit:
+        raise _refuse(
+            kind="storage_bytes",
+            message=_(
+                "Your plan allows %(limit)s of documents; you use %(used)s and this upload adds "
+                "%(needed)s. Delete documents or upgrade your plan."
+            )
+            % {
+                "limit": filesizeformat(limit),
+                "used": filesizeformat(usage.storage_bytes),
+                "needed": filesizeformat(size),
+            },
+            limit=limit,
+            used=usage.storage_bytes,
+            needed=size,
+        )
+
+
+def _knowledge_base_quota_check(*, owner_id: int) -> None:
+    plan = _owner_plan_locked(owner_id)
+    used = knowledge_usage_get(owner_id=owner_id).knowledge_bases
+    limit = plan.knowledge_base_quota
+    if limit and used + 1 > limit:
+        raise _refuse(
+            kind="knowledge_bases",
+            message=_(
+                "Your plan allows %(limit)s knowledge bases and you have %(used)s. Delete one "
+                "or upgrade your plan."
+            )
+            % {"limit": limit, "used": used},
+            limit=limit,
+            used=used,
+            needed=1,
+        )
 
 
 # --- knowledge bases --------------------------------------------------------------------------
@@ -84,10 +170,15 @@ def knowledge_base_create(
     chunk_overlap: int | None = None,
     top_k: int | None = None,
     score_threshold: float | None = None,
+    enforce_quota: bool = True,
 ) -> KnowledgeBase:
+    """A new base owned by `owner`, within their plan's knowledge-base quota (403
+    `quota_exceeded`) unless `enforce_quota` is off (operator tools)."""
     chunk_size = chunk_size or settings.KNOWLEDGE_CHUNK_SIZE
     chunk_overlap = settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
     _validate_chunking(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    if enforce_quota:
+        _knowledge_base_quota_check(owner_id=owner.id)
     base = KnowledgeBase.objects.create(
         owner=owner,
         name=name,
@@ -102,6 +193,7 @@ def knowledge_base_create(
     )
     if shared_with:
         base.shared_with.set(shared_with)
+    cache_bump(scope=user_scope(owner.id))  # GET me/ shows the bases used
     return base
 
 
@@ -135,6 +227,7 @@ def knowledge_base_delete(*, knowledge_base: KnowledgeBase) -> None:
     files = [d.file.name for d in knowledge_base.documents.all() if d.file]
     with transaction.atomic():
         knowledge_base.delete()
+        cache_bump(scope=user_scope(knowledge_base.owner_id))
     # Rows first: from this moment no search can return the text (retrieval reads texts from
     # rows). A failure below leaves only unreachable vectors, which the sweep removes.
     retrieval_cache.bump(kb_id)
@@ -216,10 +309,16 @@ def _duplicate_error(*, name: str, existing: Document | None) -> Conflict:
 
 
 def documents_upload(
-    *, knowledge_base: KnowledgeBase, user, files: list[UploadedFile]
+    *,
+    knowledge_base: KnowledgeBase,
+    user,
+    files: list[UploadedFile],
+    enforce_quota: bool = True,
 ) -> list[tuple[Document, str]]:
     """Store the files and queue their vectorisation. All or nothing: one bad file (type,
-    size, duplicate) rejects the request before anything is stored."""
+    size, duplicate) or a request beyond the base owner's document or storage quota (403
+    `quota_exceeded`; not checked when `enforce_quota` is off: staff in the admin, operator
+    tools) rejects the request before anything is stored."""
     if not files:
         raise ApplicationError(_("Attach at least one file."))
     if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
@@ -239,6 +338,12 @@ def documents_upload(
     created: list[tuple[Document, str]] = []
     try:
         with transaction.atomic():
+            if enforce_quota:
+                _storage_quota_check(
+                    owner_id=knowledge_base.owner_id,
+                    files=len(checked),
+                    size=sum(item.file.size or 0 for item in checked),
+                )
             for item in checked:
                 document = Document(
                     knowledge_base=knowledge_base,
@@ -254,6 +359,7 @@ def documents_upload(
                 document.task_id = task_id
                 document.save(update_fields=["task_id"])
                 created.append((document, task_id))
+            cache_bump(scope=user_scope(knowledge_base.owner_id))  # GET me/ shows the storage
     except IntegrityError:
         # Two uploads of the same file raced past the check above; the constraint decided.
         _delete_files([d.file.name for d, _ in created])
@@ -281,8 +387,10 @@ def document_reindex(*, document: Document, user) -> str:
 
 def document_delete(*, document: Document) -> None:
     kb_id, document_id, file_name = document.knowledge_base_id, document.id, document.file.name
+    owner_id = document.knowledge_base.owner_id
     with transaction.atomic():
         document.delete()
+        cache_bump(scope=user_scope(owner_id))  # GET me/ shows the storage used
     retrieval_cache.bump(kb_id)
     _delete_vectors(lambda store: store.delete_document(document_id))
     _delete_files([file_name] if file_name else [])

@@ -23,6 +23,10 @@ class PlanAdmin(admin.ModelAdmin):
             {"fields": ("conversations_per_minute", "messages_per_minute", "knowledge_per_minute")},
         ),
         (_("LLM tokens"), {"fields": ("monthly_token_quota",)}),
+        (
+            _("Knowledge-base storage (per user)"),
+            {"fields": ("storage_quota_bytes", "document_quota", "knowledge_base_quota")},
+        ),
         (_("Cache"), {"fields": ("ai_response_cache_enabled",)}),
     )
 
@@ -80,6 +84,7 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(TokenUsage)
 class TokenUsageAdmin(admin.ModelAdmin):
-    list_display = ("user", "month", "prompt_tokens", "completion_tokens")
+    # reserved_tokens: held by replies in progress; editable to release one a deleted row left.
+    list_display = ("user", "month", "prompt_tokens", "completion_tokens", "reserved_tokens")
     list_filter = ("month",)
     search_fields = ("user__username",)

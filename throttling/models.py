@@ -23,6 +23,17 @@ class Plan(models.Model):
     monthly_token_quota = models.PositiveBigIntegerField(
         help_text=_("LLM tokens per calendar month (UTC); 0 means unlimited.")
     )
+    # Knowledge-base storage per user (owner of the bases); defaults are the free tier's.
+    storage_quota_bytes = models.PositiveBigIntegerField(
+        default=200 * 1024 * 1024,
+        help_text=_("Bytes of uploaded documents a user may keep; 0 means unlimited."),
+    )
+    document_quota = models.PositiveIntegerField(
+        default=100, help_text=_("Documents a user may keep; 0 means unlimited.")
+    )
+    knowledge_base_quota = models.PositiveIntegerField(
+        default=5, help_text=_("Knowledge bases a user may own; 0 means unlimited.")
+    )
     is_default = models.BooleanField(
         default=False, help_text=_("Assigned to users who have no plan of their own.")
     )
@@ -62,6 +73,9 @@ class TokenUsage(models.Model):
     month = models.DateField(help_text=_("First day of the month (UTC)."))
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    # Held for replies in flight (throttling.quota): reserved when a reply is queued, released
+    # when it ends. Every reservation keeps used + reserved within the quota.
+    reserved_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

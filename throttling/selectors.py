@@ -44,6 +44,12 @@ def tokens_used_this_month(*, user) -> int:
     return usage.total_tokens if usage else 0
 
 
+def token_usage_this_month(*, user_id: int) -> tuple[int, int]:
+    """(tokens used, tokens reserved for replies in flight) this month."""
+    usage = TokenUsage.objects.filter(user_id=user_id, month=month_start()).first()
+    return (usage.total_tokens, usage.reserved_tokens) if usage else (0, 0)
+
+
 def quota_status_get(*, user) -> dict:
     """The user's monthly LLM token quota: used, quota (0 = unlimited), remaining, reset."""
     quota = plan_for_user(user).monthly_token_quota

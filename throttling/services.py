@@ -1,61 +1,17 @@
 """The limiter service used by the DRF throttle classes, the rate-limit middleware and the
-chat websocket consumer, plus the monthly token quota."""
+chat websocket consumer. The monthly token quota is in quota.py."""
 
 from __future__ import annotations
-
-import math
-
-from django.db.models import F
-from django.utils import timezone
-from django.utils.translation import gettext as _
-
-from openspark.core.cache import cache_bump, user_scope
-from openspark.core.errors import ApplicationError
 
 from .alerts import decision_monitor
 from .identity import Identity, identity_for, request_identity, scope_client_ip
 from .limiter import LimitDecision, limiter_consume
-from .models import TokenUsage
 from .rules import ALL_LAYERS, ENDPOINT_GROUPS, limiter_rules_build, limiter_status_rules
-from .selectors import limiter_config_get, month_start, next_month_start, tokens_used_this_month
+from .selectors import limiter_config_get
 
 # Websocket frames spend the budget of the REST request they stand for (its endpoint group);
 # a frame that stands for none (malformed, unknown type) spends the global and plan layers.
 WEBSOCKET_PATH = "/ws/chat/"
-
-
-def token_usage_record(*, user_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-    """Add a reply's tokens to the user's month; an F() update so concurrent workers add up."""
-    month = month_start()
-    usage, _created = TokenUsage.objects.get_or_create(user_id=user_id, month=month)
-    TokenUsage.objects.filter(pk=usage.pk).update(
-        prompt_tokens=F("prompt_tokens") + max(0, prompt_tokens),
-        completion_tokens=F("completion_tokens") + max(0, completion_tokens),
-    )
-    cache_bump(scope=user_scope(user_id))  # GET me/ shows tokens used: invalidate on commit
-
-
-def quota_check(*, user) -> None:
-    """Refuse (429 `quota_exceeded`) when the user's plan's monthly token quota is used up;
-    a quota of 0 is unlimited. The chat service calls this before creating a message. The
-    quota comes from the limiter's configuration snapshot (no query; staff edits apply
-    within THROTTLE_CONFIG_TTL seconds, as the limits do)."""
-    quota = limiter_config_get().plan(getattr(user, "plan_id", None)).monthly_token_quota
-    if not quota:
-        return
-    used = tokens_used_this_month(user=user)
-    if used < quota:
-        return
-    resets_at = next_month_start()
-    retry_after = max(1, math.ceil((resets_at - timezone.now()).total_seconds()))
-    raise ApplicationError(
-        _("Monthly token quota used up (%(used)s of %(quota)s); it resets at %(resets_at)s.")
-        % {"used": used, "quota": quota, "resets_at": resets_at.isoformat()},
-        code="quota_exceeded",
-        status_code=429,
-        details={"resets_at": resets_at.isoformat(), "quota": quota, "used": used},
-        headers={"Retry-After": str(retry_after)},
-    )
 
 
 # --- Limiter checks -------------------------------------------------------------------------

@@ -349,6 +349,9 @@ CHAT_HISTORY_TOKEN_BUDGET = env.int("CHAT_HISTORY_TOKEN_BUDGET", default=3000)
 CHAT_HISTORY_MAX_MESSAGES = env.int("CHAT_HISTORY_MAX_MESSAGES", default=20)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_REPLY_MAX_TOKENS = env.int("CHAT_REPLY_MAX_TOKENS", default=0)  # 0: the model's default
+# With CHAT_REPLY_MAX_TOKENS at 0: the completion tokens a reply reserves from a monthly token
+# quota and is capped at (GLM-4's output maximum; a model with a smaller one needs less).
+CHAT_QUOTA_REPLY_TOKENS = env.int("CHAT_QUOTA_REPLY_TOKENS", default=4095)
 CHAT_DELTA_BATCH_SECONDS = env.float("CHAT_DELTA_BATCH_SECONDS", default=0.05)
 # The batch window grows with the replies a worker process streams at once, up to this.
 CHAT_DELTA_BATCH_MAX_SECONDS = env.float("CHAT_DELTA_BATCH_MAX_SECONDS", default=0.25)

@@ -7,6 +7,22 @@ function fmt(n) {
   return n === null || n === undefined ? "—" : Number(n).toLocaleString();
 }
 
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = Number(n);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit ? value.toLocaleString(undefined, { maximumFractionDigits: 1 }) : value} ${units[unit]}`;
+}
+
+// "used / limit", with ∞ for a limit of 0 (unlimited).
+function against(used, limit, format = fmt) {
+  return `${format(used)} / ${limit ? format(limit) : "∞"}`;
+}
+
 async function renderProfile() {
   const box = document.getElementById("profile");
   try {
@@ -18,8 +34,17 @@ async function renderProfile() {
         `${t("endpoint", "Endpoint group")}: ${group}`,
         `${fmt(limit)}/min`,
       ]),
-      [t("tokens", "Tokens this month"), `${fmt(me.tokens.used_this_month)} / ${me.tokens.quota ? fmt(me.tokens.quota) : "∞"}`],
+      [t("tokens", "Tokens this month"), against(me.tokens.used_this_month, me.tokens.quota)
+        + (me.tokens.reserved ? ` (+${fmt(me.tokens.reserved)} ${t("reserved", "held for replies in progress")})` : "")],
     ];
+    const knowledge = me.knowledge || {};
+    for (const [key, label, format] of [
+      ["storage_bytes", t("storage", "Document storage"), bytes],
+      ["documents", t("documents", "Documents"), fmt],
+      ["knowledge_bases", t("bases", "Knowledge bases"), fmt],
+    ]) {
+      if (knowledge[key]) rows.push([label, against(knowledge[key].used, knowledge[key].limit, format)]);
+    }
     if (me.usage && typeof me.usage === "object") {
       for (const [layer, info] of Object.entries(me.usage)) {
         if (info && typeof info === "object" && "limit" in info) {

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.factories import plan
-from throttling.services import token_usage_record
+from throttling.quota import tokens_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +27,8 @@ def test_me_follows_plan_change(auth_client, user):
 
 
 def test_me_reports_tokens_used_this_month(auth_client, user):
-    token_usage_record(user_id=user.id, prompt_tokens=100, completion_tokens=23)
-    token_usage_record(user_id=user.id, prompt_tokens=7, completion_tokens=0)
+    tokens_settle(user_id=user.id, prompt_tokens=100, completion_tokens=23)
+    tokens_settle(user_id=user.id, prompt_tokens=7, completion_tokens=0)
     tokens = auth_client.get("/api/v1/me/").json()["tokens"]
     assert tokens["used_this_month"] == 130
     assert tokens["remaining"] == tokens["quota"] - 130

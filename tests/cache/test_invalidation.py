@@ -19,7 +19,7 @@ from tests.cache.conftest import ns_stats
 from tests.cache.forms import admin_form_post
 from tests.factories import plan
 from throttling.models import Plan
-from throttling.services import token_usage_record
+from throttling.quota import tokens_settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -109,7 +109,7 @@ ROWS = [
     Row("admin: change the user's e-mail", _user_change(email="new-address@example.com"),
         [me(lambda body: body["email"] == "new-address@example.com")]),
     Row("service: a reply's token usage is recorded",
-        lambda ctx: token_usage_record(
+        lambda ctx: tokens_settle(
             user_id=ctx["user"].id, prompt_tokens=40, completion_tokens=2),
         [Read(lambda ctx: ME, "user_profile", lambda ctx, before, after: (
             after.json()["tokens"]["used_this_month"]
@@ -186,7 +186,7 @@ def ctx(user, staff_user, settings):
     question, reply, _task = message_send(user=user, content="How do tides work?")
     reply_generate(message_id=reply.id)
     b = Conversation.objects.create(owner=user, title="Newer")
-    token_usage_record(user_id=user.id, prompt_tokens=1, completion_tokens=0)
+    tokens_settle(user_id=user.id, prompt_tokens=1, completion_tokens=0)
     return {
         "user": user,
         "api": api,

@@ -14,7 +14,7 @@ from openspark.core.cache import stats_get
 from openspark.embedded import free_port, start_redis
 from tests.cache.conftest import ns_stats
 from tests.live import start_asgi_server, subprocess_env
-from throttling.services import token_usage_record
+from throttling.quota import tokens_settle
 
 
 def _point_cache_at(settings, url: str) -> None:
@@ -39,7 +39,7 @@ def test_outage_reads_the_database_and_recovery_serves_nothing_stale(settings, u
     assert reader.get("/api/v1/me/").json()["tokens"]["used_this_month"] == 0  # cached
 
     _point_cache_at(settings, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    token_usage_record(user_id=user.id, prompt_tokens=5, completion_tokens=5)  # the write works
+    tokens_settle(user_id=user.id, prompt_tokens=5, completion_tokens=5)  # the write works
     for _ in range(3):
         response = reader.get("/api/v1/me/")
         assert response.status_code == 200

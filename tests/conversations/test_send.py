@@ -47,8 +47,10 @@ def test_a_send_to_a_new_conversation_is_one_read_and_one_write_transaction(user
     with CaptureQueriesContext(connection) as queries:
         message_send(user=user, content="hello")
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    # The month's token usage; then conversation, question, reply (with its task id) and
-    # the task record in one transaction, no UPDATE afterwards.
+    # In one transaction: conversation, question, the month's token usage read and the
+    # reply's reservation (one conditional UPDATE), the reply (with its task id) and the task
+    # record; no UPDATE afterwards.
     assert statements.count("SELECT") == 1
     assert statements.count("INSERT") == 4
-    assert "UPDATE" not in statements
+    (update,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert "tokenusage" in update and "reserved_tokens" in update

@@ -12,7 +12,8 @@ from rest_framework.test import APIClient
 from accounts.services import api_key_create
 from tests.factories import UserFactory, plan
 from throttling.models import AccessListEntry, Alert, ExtraRule, LayerPolicy
-from throttling.services import limiter_check_websocket, quota_check, token_usage_record
+from throttling.quota import Reservation, tokens_reserve, tokens_settle
+from throttling.services import limiter_check_websocket
 
 pytestmark = pytest.mark.django_db
 
@@ -119,6 +120,9 @@ def test_plan_limit_edited_in_the_admin_takes_effect(auth_client, staff_user):
             "requests_per_minute": 7, "conversations_per_minute": 60,
             "messages_per_minute": 120, "knowledge_per_minute": 30,
             "monthly_token_quota": free.monthly_token_quota,
+            "storage_quota_bytes": free.storage_quota_bytes,
+            "document_quota": free.document_quota,
+            "knowledge_base_quota": free.knowledge_base_quota,
         },
     )  # fmt: skip
     assert response.status_code == 302
@@ -271,18 +275,26 @@ def test_unthrottled_view_is_not_limited(auth_client, test_urls):
 
 def test_quota_exhaustion(auth_client, user, test_urls):
     quota = plan("free").monthly_token_quota
-    assert quota_check(user=user) is None
-    token_usage_record(user_id=user.id, prompt_tokens=quota - 1, completion_tokens=0)
-    assert auth_client.post("/api/v1/_t/quota/").status_code == 201
-    token_usage_record(user_id=user.id, prompt_tokens=0, completion_tokens=1)
+    tokens_settle(user_id=user.id, prompt_tokens=quota - 1, completion_tokens=0)
+    assert auth_client.post("/api/v1/_t/quota/").status_code == 201  # the last token, reserved
+
+    # Held by something in progress: worth retrying soon.
     response = auth_client.post("/api/v1/_t/quota/")
     assert response.status_code == 429
     error = response.json()["error"]
     assert error["code"] == "quota_exceeded"
+    assert (error["details"]["used"], error["details"]["reserved"]) == (quota - 1, 1)
+    assert response["Retry-After"] == "10" == str(error["details"]["retry_after"])
+
+    # Used up: back at the first of next month.
+    tokens_settle(user_id=user.id, reserved=1, prompt_tokens=0, completion_tokens=1)
+    response = auth_client.post("/api/v1/_t/quota/")
+    assert response.status_code == 429
+    error = response.json()["error"]
     assert error["details"]["resets_at"].endswith("-01T00:00:00+00:00")
-    assert int(response["Retry-After"]) > 0
+    assert int(response["Retry-After"]) > 10
     tokens = auth_client.get("/api/v1/me/").json()["tokens"]
-    assert tokens["remaining"] == 0
+    assert (tokens["used_this_month"], tokens["reserved"], tokens["remaining"]) == (quota, 0, 0)
     assert tokens["resets_at"] == error["details"]["resets_at"].replace("+00:00", "Z")
 
 
@@ -292,8 +304,8 @@ def test_unlimited_quota_never_refuses(user):
     enterprise.save()
     user.plan = enterprise
     user.save()
-    token_usage_record(user_id=user.id, prompt_tokens=10**9, completion_tokens=0)
-    assert quota_check(user=user) is None
+    tokens_settle(user_id=user.id, prompt_tokens=10**9, completion_tokens=0)
+    assert tokens_reserve(user=user, tokens=10**6) == Reservation(tokens=0, month=None)
 
 
 def test_me_and_status_show_usage_per_layer(auth_client):

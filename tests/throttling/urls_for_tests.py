@@ -1,11 +1,11 @@
 """No-op views under the endpoint-group prefixes (their real views are built elsewhere), and
-a view that calls quota_check the way the chat service does."""
+a view that reserves one token of the monthly quota the way the chat service reserves a reply's."""
 
 from django.urls import include, path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from throttling.services import quota_check
+from throttling.quota import tokens_reserve
 
 
 class NoopApi(APIView):
@@ -18,7 +18,7 @@ class NoopApi(APIView):
 
 class QuotaApi(APIView):
     def post(self, request):
-        quota_check(user=request.user)
+        tokens_reserve(user=request.user, tokens=1)
         return Response({"ok": True}, status=201)
 
 

@@ -22,6 +22,10 @@ def test_signup_then_account_page_shows_the_plan(page):
     page.goto("/accounts/")
     expect(page.get_by_test_id("plan")).to_have_attribute("data-plan-tier", "free")
     expect(page.get_by_test_id("plan")).to_contain_text("100")
+    # The storage quotas: nothing used yet, against the free tier's limits.
+    expect(page.get_by_test_id("plan")).to_contain_text("Document storage")
+    expect(page.get_by_test_id("plan")).to_contain_text("0 B / 200 MB")
+    expect(page.get_by_test_id("plan")).to_contain_text("Knowledge bases")
 
 
 def test_api_key_created_shown_once_copied_and_revoked(page, user):
