@@ -45,3 +45,14 @@ def test_docker_compose_config_when_the_plugin_exists():
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "SECRET_KEY": "x"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_flower_is_not_published_to_the_world_and_asks_for_a_password():
+    flower = _compose()["services"]["flower"]
+    for mapping in flower["ports"]:
+        assert mapping.startswith("127.0.0.1:"), mapping  # host loopback only
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].endswith(
+        ":${FLOWER_PASSWORD:?set FLOWER_PASSWORD}"
+    )
+    assert flower["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # the app's env kept
+    assert "basic" not in flower["command"]  # not in the process list
