@@ -18,7 +18,11 @@ class PlanOutputSerializer(serializers.Serializer):
     tier = serializers.CharField()
     name = serializers.CharField()
     requests_per_minute = serializers.IntegerField()
-    endpoint_limits = serializers.DictField(child=serializers.IntegerField())
+    endpoint_limits = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Requests/min per endpoint group: conversations, messages (sending), "
+        "knowledge, polling (reads of messages and tasks); see docs/throttling.md.",
+    )
     monthly_token_quota = serializers.IntegerField()
     storage_quota_bytes = serializers.IntegerField(help_text="0 = unlimited.")
     document_quota = serializers.IntegerField(help_text="0 = unlimited.")

@@ -4,23 +4,29 @@ from django.utils.translation import gettext_lazy as _
 from .alerts import alerts_reset_dedup
 from .models import AccessListEntry, Alert, ExtraRule, LayerPolicy, Plan, TokenUsage
 
+ENDPOINT_GROUP_FIELDS = (
+    "conversations_per_minute", "messages_per_minute", "polling_per_minute",
+    "knowledge_per_minute",
+)  # fmt: skip
+
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = (
         "name", "tier", "requests_per_minute", "conversations_per_minute",
-        "messages_per_minute", "knowledge_per_minute", "monthly_token_quota", "is_default",
+        "messages_per_minute", "polling_per_minute", "knowledge_per_minute",
+        "monthly_token_quota", "is_default",
     )  # fmt: skip
     list_editable = (
         "requests_per_minute", "conversations_per_minute", "messages_per_minute",
-        "knowledge_per_minute", "monthly_token_quota",
+        "polling_per_minute", "knowledge_per_minute", "monthly_token_quota",
     )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("tier", "name", "is_default")}),
         (_("Requests per minute"), {"fields": ("requests_per_minute",)}),
         (
             _("Endpoint groups (per minute, this plan's override of the defaults)"),
-            {"fields": ("conversations_per_minute", "messages_per_minute", "knowledge_per_minute")},
+            {"fields": ENDPOINT_GROUP_FIELDS},
         ),
         (_("LLM tokens"), {"fields": ("monthly_token_quota",)}),
         (

@@ -67,6 +67,7 @@ class LimitDecision(NamedTuple):
     states: tuple[LayerState, ...] = ()
     code: str = "rate_limited"  # or "blocked", "dependency_unavailable"
     degraded: bool = False  # answered without Redis (per-process fallback)
+    plan_tier: str = ""  # a refused signed-in caller's plan tier, set by the service
 
     def tightest(self) -> LayerState | None:
         """The layer the headers describe: the refusing one, else the least remaining."""

@@ -17,9 +17,17 @@ class Plan(models.Model):
     tier = models.CharField(max_length=20, choices=Tier.choices, unique=True)
     name = models.CharField(max_length=100)
     requests_per_minute = models.PositiveIntegerField()
+    # Endpoint groups (throttling.rules); defaults are the free tier's (throttling.plans).
     conversations_per_minute = models.PositiveIntegerField(default=60)
-    messages_per_minute = models.PositiveIntegerField(default=120)
+    messages_per_minute = models.PositiveIntegerField(
+        default=120, help_text=_("Sending: POST and other writes under /api/v1/messages.")
+    )
     knowledge_per_minute = models.PositiveIntegerField(default=30)
+    polling_per_minute = models.PositiveIntegerField(
+        default=60,
+        help_text=_("Reads of messages and tasks (a reply's status or stream, a task's state, "
+                    "a conversation's history), kept apart from the budget sending needs."),
+    )  # fmt: skip
     monthly_token_quota = models.PositiveBigIntegerField(
         help_text=_("LLM tokens per calendar month (UTC); 0 means unlimited.")
     )
@@ -61,6 +69,7 @@ class Plan(models.Model):
             "conversations": self.conversations_per_minute,
             "messages": self.messages_per_minute,
             "knowledge": self.knowledge_per_minute,
+            "polling": self.polling_per_minute,
         }
 
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 import math
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from openspark.core.errors import ApplicationError, error_response
 
-from .limiter import LimitDecision
+from .limiter import LayerState, LimitDecision
+from .models import Plan
 
 STATUS_FOR_CODE = {"rate_limited": 429, "blocked": 403, "dependency_unavailable": 503}
+# How the endpoint groups (throttling.rules) read in a message.
+GROUP_NAMES = {
+    "conversations": gettext_lazy("conversations"),
+    "messages": gettext_lazy("messages (sending)"),
+    "knowledge": gettext_lazy("knowledge"),
+    "polling": gettext_lazy("polling (reading messages and tasks)"),
+}
 
 
 def decision_headers(decision: LimitDecision) -> dict[str, str]:
@@ -46,13 +55,8 @@ def decision_error(decision: LimitDecision) -> ApplicationError:
         details = {"layer": decision.layer, "retry_after": retry_after}
     else:
         state = decision.tightest()
-        message = _(
-            "Too many requests: the %(layer)s limit is %(limit)s per %(window)s s; "
-            "retry in %(retry)s s."
-        ) % {
-            "layer": decision.layer,
-            "limit": state.limit if state else "?",
-            "window": state.period if state else 60,
+        message = _("Too many requests: %(which)s. Retry in %(retry)s s.") % {
+            "which": limit_description(decision, state),
             "retry": retry_after,
         }
         details = {"layer": decision.layer, "retry_after": retry_after}
@@ -65,6 +69,36 @@ def decision_error(decision: LimitDecision) -> ApplicationError:
         details=details,
         headers=decision_headers(decision),
     )
+
+
+def limit_description(decision: LimitDecision, state: LayerState | None) -> str:
+    """Which limit refused, in words, e.g. "the messages (sending) limit of your Pro plan,
+    600 per minute"."""
+    layer = decision.layer or ""
+    values = {
+        "layer": layer,
+        "limit": f"{state.limit:,}" if state else "?",
+        "window": _("minute")
+        if state is None or state.period == 60
+        else _("%(seconds)s s") % {"seconds": state.period},
+        "group": GROUP_NAMES.get(layer.removeprefix("endpoint:"), layer),
+        "plan": Plan.Tier(decision.plan_tier).label
+        if decision.plan_tier in Plan.Tier.values
+        else "",
+    }
+    if layer == "global":
+        text = _("the service-wide limit for everyone together, %(limit)s per %(window)s")
+    elif layer == "ip":
+        text = _("the limit for your address without signing in, %(limit)s per %(window)s")
+    elif layer == "plan" and values["plan"]:
+        text = _("the request limit of your %(plan)s plan, %(limit)s per %(window)s")
+    elif layer.startswith("endpoint:") and values["plan"]:
+        text = _("the %(group)s limit of your %(plan)s plan, %(limit)s per %(window)s")
+    elif layer.startswith("endpoint:"):
+        text = _("the %(group)s limit for your address, %(limit)s per %(window)s")
+    else:
+        text = _("the %(layer)s limit, %(limit)s per %(window)s")
+    return text % values
 
 
 def decision_response(decision: LimitDecision):

@@ -5,6 +5,7 @@ view's throttle classes name."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from django.conf import settings
 
@@ -18,9 +19,22 @@ ENDPOINT_GROUPS = (
     ("/api/v1/messages", "messages"),
     ("/api/v1/knowledge", "knowledge"),
 )
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What a client repeats while it waits: a reply's status or stream, a task's state, a
+# conversation's history. Read with a safe method, these spend `polling`, never `messages`.
+POLLING_PATH = re.compile(r"/api/v1/(?:messages/|tasks/|conversations/[^/]+/messages/)")
+# A request standing for each group, for the status of every group.
+GROUP_REQUESTS = (
+    *((f"{prefix}/", "POST") for prefix, _group in ENDPOINT_GROUPS),
+    ("/api/v1/messages/", "GET"),
+)
 
 
-def endpoint_group_for_path(path: str) -> str | None:
+def endpoint_group_for(*, path: str, method: str) -> str | None:
+    """The endpoint group a request spends: `polling` for safe-method reads of messages and
+    tasks, else the group of its path prefix (so `messages` counts sending: the writes)."""
+    if method in SAFE_METHODS and POLLING_PATH.match(path):
+        return "polling"
     for prefix, group in ENDPOINT_GROUPS:
         if path.startswith(prefix):
             return group
@@ -53,7 +67,7 @@ def _rule(layer_name: str, who: str, limit: int, layer) -> Rule:
 
 
 def limiter_rules_build(
-    *, config: LimiterConfig, identity: Identity, path: str, layers: frozenset[str]
+    *, config: LimiterConfig, identity: Identity, path: str, method: str, layers: frozenset[str]
 ) -> list[Rule] | None:
     """The rules a request must pass, for one round trip; None when the caller is
     deny-listed. Allow-listed callers keep only the global layer."""
@@ -77,15 +91,17 @@ def limiter_rules_build(
         if "plan" in layers and layer.enabled:
             rules.append(_rule("plan", who, plan.requests_per_minute, layer))
     if "endpoint" in layers:
-        rules.extend(_endpoint_rules(config=config, identity=identity, path=path))
+        rules.extend(_endpoint_rules(config=config, identity=identity, path=path, method=method))
     return rules
 
 
-def _endpoint_rules(*, config: LimiterConfig, identity: Identity, path: str) -> list[Rule]:
+def _endpoint_rules(
+    *, config: LimiterConfig, identity: Identity, path: str, method: str
+) -> list[Rule]:
     plan = config.plan(identity.plan_id)
     who = identity.who
     rules = []
-    group = endpoint_group_for_path(path)
+    group = endpoint_group_for(path=path, method=method)
     layer = config.layer("endpoint")
     if group and layer.enabled and group in plan.endpoint_limits:
         rules.append(_rule(f"endpoint:{group}", who, plan.endpoint_limits[group], layer))
@@ -112,11 +128,13 @@ def _endpoint_rules(*, config: LimiterConfig, identity: Identity, path: str) -> 
 def limiter_status_rules(*, config: LimiterConfig, identity: Identity) -> list[Rule] | None:
     """Every rule the caller is under, every endpoint group included; None when
     deny-listed."""
-    rules = limiter_rules_build(config=config, identity=identity, path="", layers=ALL_LAYERS)
+    rules = limiter_rules_build(
+        config=config, identity=identity, path="", method="GET", layers=ALL_LAYERS
+    )
     if rules is None or listed_get(config=config, identity=identity) == "allow":
         return rules
-    for prefix, _group in ENDPOINT_GROUPS:
-        for rule in _endpoint_rules(config=config, identity=identity, path=prefix + "/"):
+    for path, method in GROUP_REQUESTS:
+        for rule in _endpoint_rules(config=config, identity=identity, path=path, method=method):
             if rule not in rules:
                 rules.append(rule)
     return rules

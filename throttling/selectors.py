@@ -165,8 +165,8 @@ def _config_load() -> LimiterConfig:
         plans[default.id]
         if default
         else next((p for p in plans.values() if p.tier == Plan.Tier.FREE), None)
-        # No plan rows at all (a flushed test database): the plan's own defaults.
-        or PlanLimits(0, "free", 100, {"conversations": 60, "messages": 120, "knowledge": 30})
+        # No plan rows at all (a flushed test database): the plan's own defaults (free's).
+        or PlanLimits(0, "free", 100, Plan().endpoint_limits)
     )
     layers = {
         policy.layer: LayerSettings(

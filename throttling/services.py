@@ -19,33 +19,45 @@ WEBSOCKET_PATH = "/ws/chat/"
 BLOCKED = LimitDecision(allowed=False, layer="blocked", code="blocked")
 
 
-def limiter_check(*, identity: Identity, path: str, layers: frozenset[str]) -> LimitDecision:
-    """Check and consume every applicable layer in one Redis round trip, all-or-nothing."""
+def limiter_check(
+    *, identity: Identity, path: str, method: str, layers: frozenset[str]
+) -> LimitDecision:
+    """Check and consume every applicable layer in one Redis round trip, all-or-nothing. A
+    refusal of a signed-in caller names their plan's tier (for the error's message)."""
+    config = limiter_config_get()
     rules = limiter_rules_build(
-        config=limiter_config_get(), identity=identity, path=path, layers=layers
+        config=config, identity=identity, path=path, method=method, layers=layers
     )
     if rules is None:
         return BLOCKED
     decision = limiter_consume(rules=rules, who=identity.who)
     decision_monitor(decision)
+    if not decision.allowed and identity.user_id is not None:
+        decision = decision._replace(plan_tier=config.plan(identity.plan_id).tier)
     return decision
 
 
 def limiter_check_request(*, request, layers: frozenset[str] = ALL_LAYERS) -> LimitDecision:
     """The check of an HTTP request, as its authenticated caller (`request_identity`)."""
-    return limiter_check(identity=request_identity(request), path=request.path, layers=layers)
+    return limiter_check(
+        identity=request_identity(request),
+        path=request.path,
+        method=request.method,
+        layers=layers,
+    )
 
 
 def limiter_check_websocket(*, scope, user, endpoint_group: str | None = "messages"):
     """For the chat consumer's frames: the global and plan budgets, and `endpoint_group`'s
-    (`message.send` spends the same as POST /api/v1/messages), in one round trip, as `user`
+    (`message.send` spends the same as POST /api/v1/messages: frames count as writes), in one
+    round trip, as `user`
     (the socket's user as its session authenticates them now: `scope["user"]` is from the
     handshake). Sync; wrap it with database_sync_to_async in async code (it may read the
     limiter configuration)."""
     identity = identity_for(user=user, ip=scope_client_ip(scope))
     prefix = next((prefix for prefix, group in ENDPOINT_GROUPS if group == endpoint_group), None)
     path = f"{prefix}/" if prefix else WEBSOCKET_PATH
-    return limiter_check(identity=identity, path=path, layers=ALL_LAYERS)
+    return limiter_check(identity=identity, path=path, method="POST", layers=ALL_LAYERS)
 
 
 def limiter_status_get(*, identity: Identity) -> list | None:

@@ -23,17 +23,45 @@ function against(used, limit, format = fmt) {
   return `${format(used)} / ${limit ? format(limit) : "∞"}`;
 }
 
+// The rate limits the caller is under, one row per layer (rows named as in the 429's
+// `details.layer`): the plan's requests/min, each endpoint group, then any other layer.
+function limitsTable(me) {
+  const usage = me.usage && typeof me.usage === "object" ? me.usage : {};
+  const labels = {
+    plan: t("allRequests", "All requests"),
+    "endpoint:conversations": t("groupConversations", "Conversations"),
+    "endpoint:messages": t("groupMessages", "Sending messages"),
+    "endpoint:polling": t("groupPolling", "Reading replies and tasks (polling)"),
+    "endpoint:knowledge": t("groupKnowledge", "Knowledge"),
+    global: t("groupGlobal", "Whole service (everyone together)"),
+  };
+  const limits = { plan: me.plan.requests_per_minute };
+  for (const [group, limit] of Object.entries(me.plan.endpoint_limits || {})) limits[`endpoint:${group}`] = limit;
+  for (const [layer, info] of Object.entries(usage)) {
+    if (!(layer in limits) && info && typeof info === "object" && "limit" in info) limits[layer] = info.limit;
+  }
+  return el("table", { class: "keys", "data-testid": "rate-limits" },
+    el("caption", {}, t("limits", "Rate limits")),
+    el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, t("appliesTo", "Applies to")),
+      el("th", { scope: "col" }, t("rpm", "Requests per minute")),
+      el("th", { scope: "col" }, t("usage", "Used this minute")))),
+    el("tbody", {}, Object.entries(limits).map(([layer, limit]) => {
+      const info = usage[layer];
+      return el("tr", { "data-layer": layer },
+        el("th", { scope: "row" }, labels[layer] || layer),
+        el("td", {}, fmt(limit)),
+        el("td", {}, info ? fmt(info.used ?? info.limit - info.remaining) : "—"));
+    })),
+  );
+}
+
 async function renderProfile() {
   const box = document.getElementById("profile");
   try {
     const me = await api("me/");
     const rows = [
       [t("plan", "Plan"), me.plan.name],
-      [t("rpm", "Requests per minute"), fmt(me.plan.requests_per_minute)],
-      ...Object.entries(me.plan.endpoint_limits || {}).map(([group, limit]) => [
-        `${t("endpoint", "Endpoint group")}: ${group}`,
-        `${fmt(limit)}/min`,
-      ]),
       [t("tokens", "Tokens this month"), against(me.tokens.used_this_month, me.tokens.quota)
         + (me.tokens.reserved ? ` (+${fmt(me.tokens.reserved)} ${t("reserved", "held for replies in progress")})` : "")],
     ];
@@ -45,17 +73,11 @@ async function renderProfile() {
     ]) {
       if (knowledge[key]) rows.push([label, against(knowledge[key].used, knowledge[key].limit, format)]);
     }
-    if (me.usage && typeof me.usage === "object") {
-      for (const [layer, info] of Object.entries(me.usage)) {
-        if (info && typeof info === "object" && "limit" in info) {
-          rows.push([`${t("usage", "Used this minute")}: ${layer}`, `${fmt(info.used ?? info.limit - info.remaining)} / ${fmt(info.limit)}`]);
-        }
-      }
-    }
     box.replaceChildren(
       el("h2", {}, me.username),
       el("dl", { class: "plan", "data-testid": "plan", "data-plan-tier": me.plan.tier },
         rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+      limitsTable(me),
     );
   } catch (err) {
     box.replaceChildren(el("p", { class: "form-error", role: "alert" }, err.message));

@@ -15,6 +15,7 @@ def test_me_shows_default_free_plan(auth_client, user):
         "conversations": 60,
         "messages": 120,
         "knowledge": 30,
+        "polling": 60,
     }
 
 

@@ -118,7 +118,7 @@ def test_plan_limit_edited_in_the_admin_takes_effect(auth_client, staff_user):
         {
             "tier": "free", "name": free.name, "is_default": "on",
             "requests_per_minute": 7, "conversations_per_minute": 60,
-            "messages_per_minute": 120, "knowledge_per_minute": 30,
+            "messages_per_minute": 120, "knowledge_per_minute": 30, "polling_per_minute": 60,
             "monthly_token_quota": free.monthly_token_quota,
             "storage_quota_bytes": free.storage_quota_bytes,
             "document_quota": free.document_quota,
@@ -236,7 +236,10 @@ def test_allow_list_skips_every_layer_but_global(auth_client, user, api_client):
 
 
 def test_websocket_frames_share_the_messages_budget(user, test_urls):
-    user.plan = plan("enterprise")  # 2,000/min: the messages group (120) is the binding layer
+    enterprise = plan("enterprise")
+    enterprise.messages_per_minute = 120  # under the plan's 2,000/min: the binding layer
+    enterprise.save()
+    user.plan = enterprise
     user.save()
     client = APIClient()
     client.force_authenticate(user)

@@ -14,7 +14,11 @@ CALLER = Identity(user_id=None, plan_id=None, ip="203.0.113.7")
 
 def _rules():
     return limiter_rules_build(
-        config=limiter_config_get(), identity=CALLER, path="/api/v1/messages/", layers=ALL_LAYERS
+        config=limiter_config_get(),
+        identity=CALLER,
+        path="/api/v1/messages/",
+        method="POST",
+        layers=ALL_LAYERS,
     )
 
 

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from accounts.models import ApiKey
 from tests.conftest import PASSWORD
+from tests.factories import plan
 from tests.ui.conftest import axe_violations, login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -21,11 +22,38 @@ def test_signup_then_account_page_shows_the_plan(page):
     page.wait_for_url(lambda url: "/signup" not in url)
     page.goto("/accounts/")
     expect(page.get_by_test_id("plan")).to_have_attribute("data-plan-tier", "free")
-    expect(page.get_by_test_id("plan")).to_contain_text("100")
+    expect(page.locator('[data-testid=rate-limits] tr[data-layer="plan"]')).to_contain_text("100")
     # The storage quotas: nothing used yet, against the free tier's limits.
     expect(page.get_by_test_id("plan")).to_contain_text("Document storage")
     expect(page.get_by_test_id("plan")).to_contain_text("0 B / 200 MB")
     expect(page.get_by_test_id("plan")).to_contain_text("Knowledge bases")
+
+
+def test_account_page_shows_each_limit_of_the_plan_and_this_minutes_use(page, user):
+    user.plan = plan("pro")
+    user.save()
+    login(page, user.username, PASSWORD)
+    page.goto("/accounts/")
+    limits = page.get_by_test_id("rate-limits")
+    for layer, label, limit in [
+        ("plan", "All requests", "500"),
+        ("endpoint:conversations", "Conversations", "300"),
+        ("endpoint:messages", "Sending messages", "600"),
+        ("endpoint:polling", "Reading replies and tasks (polling)", "300"),
+        ("endpoint:knowledge", "Knowledge", "150"),
+    ]:
+        row = limits.locator(f'tr[data-layer="{layer}"]')
+        expect(row.locator("th")).to_have_text(label)
+        expect(row.locator("td").first).to_have_text(limit)
+    # This minute's use: at least the page's own GET me/ (user ids, and so limiter keys, can
+    # repeat across tests on the live server, so only a lower bound holds).
+    expect(limits.locator('tr[data-layer="plan"] td').nth(1)).to_have_text(re.compile(r"^[1-9]"))
+    screenshot(page, "account-rate-limits")
+    page.select_option("#language-select", "zh-hans")
+    page.wait_for_load_state()
+    expect(limits.locator('tr[data-layer="endpoint:polling"] th')).to_have_text(
+        "读取回复和任务（轮询）"  # noqa: RUF001
+    )
 
 
 def test_api_key_created_shown_once_copied_and_revoked(page, user):
