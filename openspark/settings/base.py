@@ -175,6 +175,23 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Three queues, so a CPU-heavy upload never delays a chat reply: `chat` (replies and titles:
+# streaming, I/O-bound, a threads worker), `ingest` (parsing, splitting and embedding
+# documents: a prefork worker whose children have hard time and memory limits), `default`
+# (everything else: notifications, sweeps, warm-ups). One worker may consume all three.
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="default")
+CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="chat")
+INGEST_TASK_QUEUE = env("INGEST_TASK_QUEUE", default="ingest")
+# Task name → the setting that names its queue (unlisted tasks go to the default queue).
+# openspark.celery.route_task reads it whenever a task is sent, so a queue renamed in the
+# settings (by a test, say) applies to the next task; an empty queue name means the default.
+TASK_QUEUE_SETTINGS = {
+    "generate_ai_response": "CHAT_TASK_QUEUE",
+    "generate_conversation_title": "CHAT_TASK_QUEUE",
+    "vectorize_document": "INGEST_TASK_QUEUE",
+    "update_knowledge_base": "INGEST_TASK_QUEUE",
+}
+CELERY_TASK_ROUTES = ("openspark.celery.route_task",)
 
 # --- Vector store ---------------------------------------------------------------------------
 # Milvus Lite's gRPC server (started by the runner) or a Milvus server URL.
@@ -308,9 +325,6 @@ CELERY_BEAT_SCHEDULE = {
 # Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.
 CHAT_REPLY_LEASE_SECONDS = env.int("CHAT_REPLY_LEASE_SECONDS", default=180)
 CHAT_SSE_KEEPALIVE_SECONDS = env.float("CHAT_SSE_KEEPALIVE_SECONDS", default=15.0)
-# Empty: the default Celery queue. Set (e.g. "chat") to run replies on dedicated workers with
-# a large thread pool, apart from CPU-bound ingestion.
-CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="")
 
 # --- Knowledge (RAG) ------------------------------------------------------------------------
 KNOWLEDGE_MAX_UPLOAD_BYTES = env.int("KNOWLEDGE_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)

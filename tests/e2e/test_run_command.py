@@ -31,6 +31,15 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None
     raise AssertionError("not ready in time")
 
 
+def _role(process: psutil.Process) -> str:
+    command = process.cmdline()
+    if "uvicorn" in " ".join(command):
+        return "web"
+    if "celery" in " ".join(command) and "worker" in command:
+        return command[command.index("-n") + 1].split("@")[0]
+    return ""
+
+
 def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     port = free_port()
     # The run command on its embedded defaults, whatever services the test run itself uses.
@@ -53,16 +62,11 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     try:
         _wait_ready(base, proc)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 5  # redis, milvus, web, worker, beat
-        # Background work yields the CPU to the web server (CELERY_WORKER_NICE, default 10).
-        niceness = {
-            ("worker" if "worker" in p.cmdline() else "web"): p.nice()
-            for p in children
-            if ("celery" in " ".join(p.cmdline()) and "worker" in p.cmdline())
-            or "uvicorn" in " ".join(p.cmdline())
-        }
-        assert niceness == {"worker": os.nice(0) + 10, "web": os.nice(0)}, niceness
-
+        assert len(children) >= 6  # redis, milvus, web, chat and ingest workers, beat
+        # Background work yields the CPU to the web server (CELERY_WORKER_NICE, default 10),
+        # ingestion to replies as well.
+        niceness = {_role(p): p.nice() for p in children if _role(p)}
+        assert niceness == {"web": os.nice(0), "chat": os.nice(0) + 10, "ingest": os.nice(0) + 15}
         # The runner prints the URL once its own readiness poll succeeds, just after ours.
         deadline = time.monotonic() + 30
         while f"running at http://127.0.0.1:{port}/" not in log_path.read_text():
