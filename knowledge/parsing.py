@@ -199,6 +199,11 @@ def _parse_docx(data: bytes) -> list[Section]:
         raise ParseError(_("The Word document is damaged and cannot be opened.")) from None
     except Exception as exc:  # lxml raises its own XMLSyntaxError family on broken XML
         if type(exc).__module__.startswith("lxml"):
+            from lxml import etree
+
+            # Also how libxml2 reports an allocation refused by the worker's memory limit.
+            if getattr(exc, "code", None) == etree.ErrorTypes.ERR_NO_MEMORY:
+                raise MemoryError from None
             raise ParseError(_("The Word document is damaged and cannot be opened.")) from None
         raise
     sections: list[Section] = []

@@ -353,6 +353,18 @@ KNOWLEDGE_CONTEXT_TOKEN_BUDGET = env.int("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", defau
 KNOWLEDGE_RETRIEVAL_CACHE_TTL = env.int("KNOWLEDGE_RETRIEVAL_CACHE_TTL", default=10 * 60)
 KNOWLEDGE_COLLECTION_PREFIX = env("KNOWLEDGE_COLLECTION_PREFIX", default="openspark_chunks")
 KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default=30 * 60)
+# Limits of the ingest worker (docs/security/ingest.md). A document's run is stopped after
+# KNOWLEDGE_INGEST_TIME_LIMIT seconds (read where the task is sent, web or worker; enforced by
+# prefork pools only; keep it well under KNOWLEDGE_STUCK_AFTER_SECONDS), a prefork child
+# cannot allocate more than KNOWLEDGE_INGEST_MEMORY_LIMIT_MB (embedding model included; 0: no
+# limit), and a document whose runs were cut short KNOWLEDGE_INGEST_MAX_ATTEMPTS times in a
+# row is failed.
+KNOWLEDGE_INGEST_TIME_LIMIT = env.int("KNOWLEDGE_INGEST_TIME_LIMIT", default=10 * 60)
+KNOWLEDGE_INGEST_MEMORY_LIMIT_MB = env.int("KNOWLEDGE_INGEST_MEMORY_LIMIT_MB", default=2048)
+KNOWLEDGE_INGEST_MAX_ATTEMPTS = env.int("KNOWLEDGE_INGEST_MAX_ATTEMPTS", default=3)
+# A prefork child that ends a task holding more than three quarters of the memory limit is
+# replaced, so the next document starts with room (KiB, resident memory).
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = KNOWLEDGE_INGEST_MEMORY_LIMIT_MB * 1024 * 3 // 4 or None
 # Merged, not assigned: other apps' blocks add their own periodic tasks to the same setting.
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),

@@ -1,5 +1,6 @@
 """Smoke test of `make run`'s program: start it, wait for /readyz, log in, stop it cleanly."""
 
+import contextlib
 import os
 import re
 import signal
@@ -40,6 +41,17 @@ def _role(process: psutil.Process) -> str:
     return ""
 
 
+def _pool_children_limits(runner: subprocess.Popen) -> dict[str, tuple[int, int]]:
+    """RLIMIT_DATA of the workers' pool children (processes whose parent is a worker)."""
+    limits = {}
+    for process in psutil.Process(runner.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            role = _role(process)
+            if role not in ("", "web") and _role(process.parent()) == role:
+                limits[role] = process.rlimit(psutil.RLIMIT_DATA)
+    return limits
+
+
 def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     port = free_port()
     # The run command on its embedded defaults, whatever services the test run itself uses.
@@ -67,6 +79,13 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
         # ingestion to replies as well.
         niceness = {_role(p): p.nice() for p in children if _role(p)}
         assert niceness == {"web": os.nice(0), "chat": os.nice(0) + 10, "ingest": os.nice(0) + 15}
+        # The ingest worker's pool children, and only they, have the memory limit.
+        deadline = time.monotonic() + 60
+        while not (limits := _pool_children_limits(proc)):
+            assert time.monotonic() < deadline, "the ingest worker started no pool child"
+            time.sleep(0.5)
+        assert limits == {"ingest": (2048 * 2**20, 2048 * 2**20)}, limits
+
         # The runner prints the URL once its own readiness poll succeeds, just after ours.
         deadline = time.monotonic() + 30
         while f"running at http://127.0.0.1:{port}/" not in log_path.read_text():
