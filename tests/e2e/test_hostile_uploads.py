@@ -77,7 +77,7 @@ def api(settings, glm_server, user):
 
 def docx_bomb(paragraphs: int) -> bytes:
     """A valid .docx whose document.xml inflates to 36 bytes per paragraph (under the 200 MB
-    the upload check allows) from a few hundred kilobytes: its tree needs gigabytes."""
+    the upload check allows) from a few hundred kilobytes; its tree needs ~500 bytes each."""
     blank = io.BytesIO()
     docx.Document().save(blank)
     source = zipfile.ZipFile(blank)
