@@ -32,11 +32,15 @@ from tests.live import start_celery_worker
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 INGEST_QUEUE = f"ostest-ingest-{uuid.uuid4().hex[:8]}"
-TIME_LIMIT = 20  # seconds
+# The time limit travels with each task, from the sender's settings; the worker's own setting
+# only words the reason. Files meant to meet the limit are sent with TIME_LIMIT, the others
+# with ROOM, so a busy machine slowing them down cannot fail them.
+TIME_LIMIT = 10  # seconds
+ROOM = 300
 MEMORY_LIMIT_MB = 700
 MAX_ATTEMPTS = 3
 # Every upload ends within this many seconds; no delta of a reply waits longer than MAX_GAP.
-BOUND = 3 * TIME_LIMIT + 30
+BOUND = 120
 MAX_GAP = 5.0
 EMBEDDING = {"ZHIPUAI_API_KEY": TEST_KEY, "ZHIPUAI_EMBEDDING_DIMENSION": "256"}
 
@@ -68,7 +72,7 @@ def api(settings, glm_server, user):
     settings.ZHIPUAI_API_KEY = TEST_KEY
     settings.ZHIPUAI_BASE_URL = glm_server.base_url
     settings.ZHIPUAI_EMBEDDING_DIMENSION = 256
-    settings.KNOWLEDGE_INGEST_TIME_LIMIT = TIME_LIMIT  # sent with each task
+    settings.KNOWLEDGE_INGEST_TIME_LIMIT = TIME_LIMIT
     settings.KNOWLEDGE_INGEST_MAX_ATTEMPTS = MAX_ATTEMPTS
     client = APIClient()
     client.force_authenticate(user)
@@ -108,8 +112,6 @@ def hostile_files() -> dict[str, tuple[bytes, str, str]]:
         "padded-heading.md": (b"# a" + b" " * 100_000 + b"b\nbody text", "ready", ""),
         "one-line.txt": (b"word " * 200_000, "ready", ""),
         "nested.html": (b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000, "ready", ""),
-        # Python's HTML parser takes quadratic time on unclosed tags: the time limit ends it.
-        "open-tags.html": (b"<a" * 150_000, "failed", TIMED_OUT),
         "giant-cell.csv": (
             b'name,notes\nx,"' + b"y" * 1_000_000 + b'"\n',
             "failed",
@@ -117,6 +119,11 @@ def hostile_files() -> dict[str, tuple[bytes, str, str]]:
         ),
         "bomb.docx": (docx_bomb(2_100_000), "failed", OUT_OF_MEMORY),
     }
+
+
+# Python's HTML parser takes quadratic time on unclosed tags (minutes for these): the time
+# limit ends it.
+SLOW = {"open-tags.html": (b"<a" * 150_000, "failed", TIMED_OUT)}
 
 
 def _upload(api, base_id: int, files: dict[str, bytes]) -> dict[str, int]:
@@ -163,7 +170,7 @@ class ReplyWatch(threading.Thread):
 
 
 def test_hostile_uploads_end_in_bounded_time_while_replies_stream_on(
-    ingest_worker, chat_worker, chat_asgi, glm_server, api, user
+    ingest_worker, chat_worker, chat_asgi, glm_server, api, user, settings
 ):
     glm_server.token_delay = 0.03
     files = hostile_files()
@@ -181,7 +188,11 @@ def test_hostile_uploads_end_in_bounded_time_while_replies_stream_on(
         time.sleep(0.05)
 
     uploaded_at = time.monotonic()
+    settings.KNOWLEDGE_INGEST_TIME_LIMIT = ROOM
     ids = _upload(api, base["id"], {name: content for name, (content, *_) in files.items()})
+    settings.KNOWLEDGE_INGEST_TIME_LIMIT = TIME_LIMIT
+    ids |= _upload(api, base["id"], {name: content for name, (content, *_) in SLOW.items()})
+    files |= SLOW
     pending = Document.objects.filter(id__in=ids.values(), status__in=["pending", "processing"])
     while pending.exists():
         assert time.monotonic() - uploaded_at < BOUND, ingest_worker.log()
@@ -192,9 +203,7 @@ def test_hostile_uploads_end_in_bounded_time_while_replies_stream_on(
 
     documents = {d.title: d for d in Document.objects.filter(id__in=ids.values())}
     outcomes = {name: (documents[name].status, documents[name].error) for name in files}
-    assert outcomes == {name: (status, error) for name, (_, status, error) in files.items()}, {
-        name: d.timings for name, d in documents.items()
-    }
+    assert outcomes == {name: (status, error) for name, (_, status, error) in files.items()}
     assert documents["dots.txt"].chunk_count == 11  # 40,001 characters, no sentence end
     assert documents["one-line.txt"].chunk_count == 250
     assert documents["nested.html"].chunks.get().text == "deep"
