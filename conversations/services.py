@@ -189,9 +189,9 @@ def _reply_task_enqueue(*, reply: Message, user) -> str:
     """Queue the reply's task under the new task id already saved on the reply."""
     from .tasks import generate_ai_response
 
-    queue = _setting("CHAT_TASK_QUEUE", "")
-    task = generate_ai_response.signature(queue=queue) if queue else generate_ai_response
-    return task_enqueue(task=task, args=[reply.id], user=user, task_id=reply.task_id)
+    return task_enqueue(
+        task=generate_ai_response, args=[reply.id], user=user, task_id=reply.task_id
+    )
 
 
 def replies_sweep(*, now=None) -> dict[str, int]:
@@ -845,11 +845,7 @@ TITLE_MAX_TOKENS = 24
 def _title_enqueue(*, conversation_id: int) -> None:
     from .tasks import generate_conversation_title
 
-    queue = _setting("CHAT_TASK_QUEUE", "")
-    options = {"queue": queue} if queue else {}
-    transaction.on_commit(
-        lambda: generate_conversation_title.apply_async(args=[conversation_id], **options)
-    )
+    transaction.on_commit(lambda: generate_conversation_title.delay(conversation_id))
 
 
 def _title_from_model(

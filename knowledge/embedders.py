@@ -152,7 +152,11 @@ class _LaneQueue:
             else:
                 self._waiting.extend((job, i) for i in order)
             self._cond.notify_all()
-        job.done.wait()
+        try:
+            job.done.wait()
+        except BaseException as exc:
+            job.error = exc  # the caller gave up (its time limit): lanes skip the rest of it
+            raise
         if job.error is not None:
             raise job.error
         return job.vectors

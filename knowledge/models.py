@@ -74,6 +74,10 @@ class Document(models.Model):
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     task_id = models.CharField(max_length=255, blank=True)
+    # Runs begun since the last one that ended (ready, failed, or handed back for a retry): a
+    # run whose worker process died leaves it raised, and at KNOWLEDGE_INGEST_MAX_ATTEMPTS the
+    # document is failed instead of run again, however it comes back (redelivery, the sweep).
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)

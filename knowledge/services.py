@@ -7,6 +7,9 @@ Invariants:
 - A document has chunks only while it is `ready` or being re-indexed from `ready`; a failed
   run leaves none, so "failed" never answers questions.
 - Every change that can alter search results bumps the base's retrieval generation.
+- A document's `attempts` counts runs begun since one last ended; only a run that never
+  returned (its worker process killed) leaves it raised, so a file that kills workers is
+  tried KNOWLEDGE_INGEST_MAX_ATTEMPTS times, then failed, whatever brings it back.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -369,8 +374,12 @@ def documents_upload(
 
 
 def document_reindex(*, document: Document, user) -> str:
-    """Queue the document again (re-index, retry, or a sweep re-queue). The new task id
-    supersedes any older task still queued or running for it."""
+    """Queue the document again (re-index, retry) with a fresh count of attempts. The new
+    task id supersedes any older task still queued or running for it."""
+    return _document_requeue(document=document, user=user, attempts=0)
+
+
+def _document_requeue(*, document: Document, user, **fields) -> str:
     from .tasks import vectorize_document
 
     task_id = task_enqueue(task=vectorize_document, args=[document.id], user=user)
@@ -381,6 +390,7 @@ def document_reindex(*, document: Document, user) -> str:
         progress=0,
         error="",
         updated_at=timezone.now(),
+        **fields,
     )
     document.refresh_from_db()
     return task_id
@@ -438,16 +448,21 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
         return "missing"
     if task_id and document.task_id and document.task_id != task_id:
         return "superseded"
+    if document.attempts >= settings.KNOWLEDGE_INGEST_MAX_ATTEMPTS:
+        return _fail(document, _interrupted_reason(document.attempts), timings={})
     base = document.knowledge_base
     was_ready = document.status == Document.Status.READY
+    # Counted before any work: a run whose process dies never gets to reset it.
     _set_progress(
         document,
         1,
         status=Document.Status.PROCESSING,
         error="",
         processing_started_at=timezone.now(),
+        attempts=F("attempts") + 1,
     )
     timings: dict[str, float] = {}
+    out_of_memory = False
     try:
         started = time.perf_counter()
         with document.file.open("rb") as handle:
@@ -506,12 +521,20 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
         timings["store"] = time.perf_counter() - started
     except ParseError as exc:
         return _fail(document, str(exc), timings=timings)
+    except SoftTimeLimitExceeded:
+        return _fail(document, _time_limit_reason(), timings=timings)
+    except MemoryError:
+        # An allocation past the pool child's RLIMIT_DATA (knowledge/apps.py). Failed below,
+        # once the traceback, and what the parser had built, are released.
+        out_of_memory = True
     except LLMError as exc:
         if exc.retryable:
+            _run_ended(document)
             raise RetryableIngestError(exc.message) from exc
         return _fail(document, exc.message, timings=timings)
     except Exception as exc:
         if _is_vector_store_unavailable(exc):
+            _run_ended(document)
             raise RetryableIngestError(str(exc)) from exc
         logger.exception("Vectorising document %s failed", document_id)
         return _fail(
@@ -519,11 +542,14 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
             _("Processing failed because of an internal error; an administrator can see the logs."),
             timings=timings,
         )
+    if out_of_memory:
+        return _fail(document, _memory_limit_reason(), timings=timings)
 
     Document.objects.filter(id=document.id).update(
         status=Document.Status.READY,
         progress=100,
         chunk_count=len(chunks),
+        attempts=0,
         error="",
         processed_at=timezone.now(),
         timings={k: round(v, 4) for k, v in timings.items()},
@@ -549,6 +575,41 @@ def document_fail(*, document_id: int, reason: str) -> None:
         _fail(document, reason, timings={})
 
 
+def document_time_limit_exceeded(*, document_id: int, task_id: str) -> None:
+    """Run `task_id` was stopped at its time limit outside the pipeline's own handling: killed
+    at the hard limit (this is then called in the worker's main process, the pool child being
+    gone), or stopped at the soft one while failing. A newer run of the document, or one
+    that got to its end, is left alone."""
+    document = Document.objects.filter(
+        id=document_id, status__in=[Document.Status.PENDING, Document.Status.PROCESSING]
+    ).first()
+    if document is not None and document.task_id in ("", task_id):
+        _fail(document, _time_limit_reason(), timings={})
+
+
+def _time_limit_reason() -> str:
+    return _("Processing took longer than %(seconds)d s and was stopped.") % {
+        "seconds": settings.KNOWLEDGE_INGEST_TIME_LIMIT
+    }
+
+
+def _memory_limit_reason() -> str:
+    return _("Processing needed more than %(mb)d MB of memory and was stopped.") % {
+        "mb": settings.KNOWLEDGE_INGEST_MEMORY_LIMIT_MB
+    }
+
+
+def _interrupted_reason(attempts: int) -> str:
+    return _(
+        "Processing was cut short %(n)d times (its worker process ended, for example for lack "
+        "of memory), so it was given up."
+    ) % {"n": attempts}
+
+
+def _run_ended(document: Document) -> None:
+    Document.objects.filter(id=document.id).update(attempts=0)
+
+
 def _fail(document: Document, reason: str, *, timings: dict) -> str:
     old_ids = list(document.chunks.values_list("id", flat=True))
     with transaction.atomic():
@@ -557,6 +618,7 @@ def _fail(document: Document, reason: str, *, timings: dict) -> str:
             status=Document.Status.FAILED,
             error=reason[:2000],
             chunk_count=0,
+            attempts=0,
             processed_at=timezone.now(),
             timings={k: round(v, 4) for k, v in timings.items()},
             updated_at=timezone.now(),
@@ -586,18 +648,27 @@ def _is_vector_store_unavailable(exc: Exception) -> bool:
 
 def knowledge_sweep(*, now=None) -> dict[str, int]:
     """Periodic (beat): re-queue documents stuck in `pending`/`processing` past the timeout
-    (a worker died, a message was lost) and remove vectors whose chunks no longer exist."""
+    (a worker died, a message was lost) — keeping their count of attempts, so one whose runs
+    keep dying is failed instead — and remove vectors whose chunks no longer exist."""
     now = now or timezone.now()
     cutoff = now - timezone.timedelta(seconds=settings.KNOWLEDGE_STUCK_AFTER_SECONDS)
     stuck = Document.objects.filter(
         status__in=[Document.Status.PENDING, Document.Status.PROCESSING], updated_at__lt=cutoff
     ).select_related("uploaded_by")
-    requeued = 0
+    requeued = failed = 0
     for document in stuck:
+        if document.attempts >= settings.KNOWLEDGE_INGEST_MAX_ATTEMPTS:
+            _fail(document, _interrupted_reason(document.attempts), timings={})
+            failed += 1
+            continue
         with transaction.atomic():
-            document_reindex(document=document, user=document.uploaded_by)
+            _document_requeue(document=document, user=document.uploaded_by)
         requeued += 1
-    return {"requeued": requeued, "orphan_vectors_removed": vectors_remove_orphans()}
+    return {
+        "requeued": requeued,
+        "failed": failed,
+        "orphan_vectors_removed": vectors_remove_orphans(),
+    }
 
 
 def vectors_remove_orphans() -> int:

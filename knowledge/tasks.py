@@ -1,10 +1,16 @@
-"""Celery entry points; each re-reads its rows by id and calls a service."""
+"""Celery entry points; each re-reads its rows by id and calls a service. They run on the
+ingest queue (settings.TASK_QUEUE_SETTINGS), consumed by prefork workers that enforce
+vectorize_document's time limits (VectorizeTask) and a memory limit per child
+(knowledge/apps.py)."""
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
 
 from .services import (
     RetryableIngestError,
     document_fail,
+    document_time_limit_exceeded,
     document_vectorize,
     knowledge_base_reindex_run,
     knowledge_sweep,
@@ -13,7 +19,28 @@ from .services import (
 MAX_RETRIES = 5
 
 
-@shared_task(bind=True, name="vectorize_document", max_retries=MAX_RETRIES)
+class VectorizeTask(Task):
+    def apply_async(self, args=None, kwargs=None, **options):
+        # Time limits travel in the message, where they win over the worker's own, so they are
+        # set here, from the settings when the task is sent. At the soft limit the run stops
+        # where it is (an exception in the task, which fails the document); a run stuck in C
+        # code (a regex, a parser), where that exception cannot arrive, is killed with its
+        # pool child 5 s later. Prefork pools only: Celery ignores both in a threads pool.
+        limit = settings.KNOWLEDGE_INGEST_TIME_LIMIT
+        options.setdefault("soft_time_limit", limit)
+        options.setdefault("time_limit", limit + 5)
+        return super().apply_async(args, kwargs, **options)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # At the hard time limit the pool child is killed mid-run and Celery calls this in the
+        # worker's main process; the message is acknowledged, so the document ends here. (The
+        # soft limit is handled by the pipeline; it only gets here if it struck while failing.)
+        if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
+            document_id = args[0] if args else kwargs["document_id"]
+            document_time_limit_exceeded(document_id=document_id, task_id=task_id)
+
+
+@shared_task(bind=True, base=VectorizeTask, name="vectorize_document", max_retries=MAX_RETRIES)
 def vectorize_document(self, document_id: int) -> str:
     try:
         return document_vectorize(document_id=document_id, task_id=self.request.id)

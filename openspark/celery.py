@@ -9,3 +9,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openspark.settings.local")
 app = Celery("openspark")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def route_task(name, args, kwargs, options, task=None, **kw):
+    """The router named in CELERY_TASK_ROUTES: the queue of the tasks listed in
+    TASK_QUEUE_SETTINGS, read when the task is sent; None sends it to the default queue."""
+    from django.conf import settings
+
+    setting = settings.TASK_QUEUE_SETTINGS.get(name)
+    queue = getattr(settings, setting, "") if setting else ""
+    return {"queue": queue} if queue else None

@@ -1,11 +1,11 @@
 """`make run`: the whole product on one machine with embedded defaults.
 
 Starts, as needed: an embedded Redis (unless REDIS_URL is set), Milvus Lite's gRPC server
-(unless MILVUS_URI is set), migrations, demo users, the ASGI server (HTTP + websockets), a
-Celery worker and beat. Prints the URL once /readyz answers 200. Ctrl-C (or SIGTERM) stops
-everything it started; children also die with it if it is killed outright. While it runs,
-var/redis.url holds the broker's URL for `make flower`; every process writes its metrics to
-var/prometheus/, which the web server's /metrics adds up.
+(unless MILVUS_URI is set), migrations, demo users, the ASGI server (HTTP + websockets), two
+Celery workers (chat and ingest, see `worker_commands`) and beat. Prints the URL once /readyz
+answers 200. Ctrl-C (or SIGTERM) stops everything it started; children also die with it if it
+is killed outright. While it runs, var/redis.url holds the broker's URL for `make flower`;
+every process writes its metrics to var/prometheus/, which the web server's /metrics adds up.
 """
 
 from __future__ import annotations
@@ -84,23 +84,13 @@ class Stack:
         self.services.append(Service(name, "", process))
 
     def start_app(self) -> None:
-        pool = self.env.get("CELERY_WORKER_POOL", "threads")
-        concurrency = self.env.get("CELERY_WORKER_CONCURRENCY", "8")
         self.spawn(
             "web",
             [PY, "-m", "uvicorn", "openspark.asgi:application", "--host", self.host,
              "--port", str(self.port), "--no-access-log", "--ws", "websockets"],
         )  # fmt: skip
-        # Background work yields the CPU to the web server: measured under a 200-reply load on
-        # 2 cores, the API's p95 fell from 300 to 122 ms with the workers at nice 10
-        # (docs/performance.md, "Chat, 2026-11-27 evening").
-        nice = int(self.env.get("CELERY_WORKER_NICE", "10"))
-        niced = ["nice", "-n", str(nice)] if nice else []
-        self.spawn(
-            "worker",
-            [*niced, PY, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO",
-             "--pool", pool, "--concurrency", concurrency, "-n", "worker@%h"],
-        )  # fmt: skip
+        for name, args in worker_commands(self.env):
+            self.spawn(name, args)
         beat_schedule = str(self.var_dir / "celerybeat-schedule")
         self.spawn(
             "beat",
@@ -143,6 +133,46 @@ class Stack:
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait(5)
+
+
+def worker_commands(env: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """The two Celery workers, so a CPU-heavy upload never delays a chat reply:
+
+    - `worker-chat`: replies, titles and the small `default` tasks; a threads pool (replies
+      wait on the model, not the CPU);
+    - `worker-ingest`: parsing, splitting and embedding; a prefork pool, because only a
+      process can be stopped at the hard time limit (knowledge.tasks.VectorizeTask) and given a
+      memory limit of its own (knowledge/apps.py) — Celery ignores time limits in a threads
+      pool, and a thread stuck in a regex holds the GIL of every reply in its process.
+
+    Queue names as in the settings (CHAT_TASK_QUEUE, INGEST_TASK_QUEUE,
+    CELERY_TASK_DEFAULT_QUEUE, same defaults)."""
+    chat = env.get("CHAT_TASK_QUEUE") or "chat"
+    ingest = env.get("INGEST_TASK_QUEUE") or "ingest"
+    default = env.get("CELERY_TASK_DEFAULT_QUEUE") or "default"
+    # Background work yields the CPU to the web server: measured under a 200-reply load on
+    # 2 cores, the API's p95 fell from 300 to 122 ms with the workers at nice 10
+    # (docs/performance.md, "Chat, 2026-11-27 evening"). Ingestion yields to replies too.
+    nice = int(env.get("CELERY_WORKER_NICE", "10"))
+    celery = [PY, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO"]
+
+    def niced(level: int) -> list[str]:
+        return ["nice", "-n", str(min(level, 19))] if level else []
+
+    return [
+        (
+            "worker-chat",
+            [*niced(nice), *celery, "--pool", env.get("CELERY_WORKER_POOL", "threads"),
+             "--concurrency", env.get("CELERY_WORKER_CONCURRENCY", "8"),
+             "-Q", f"{chat},{default}", "-n", "chat@%h"],
+        ),
+        (
+            "worker-ingest",
+            [*niced(nice + 5 if nice else 0), *celery, "--pool", "prefork",
+             "--concurrency", env.get("CELERY_INGEST_CONCURRENCY", "2"),
+             "-Q", ingest, "-n", "ingest@%h"],
+        ),
+    ]  # fmt: skip
 
 
 def _ignore_stop_signals() -> None:

@@ -56,7 +56,8 @@ def milvus_lite(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, live_logs, milvus_lite):
-    """A real Celery worker on the test database; tests using it need `transactional_db`."""
+    """A real Celery worker on the test database, consuming every queue (threads pool, so no
+    time or memory limits); tests using it need `transactional_db`."""
     worker = start_celery_worker(live_logs)
     yield worker
     worker.stop()

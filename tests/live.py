@@ -99,6 +99,18 @@ def start_asgi_server(log_dir: Path, *, env: dict | None = None, workers: int = 
     raise RuntimeError(f"ASGI server did not start:\n{server.log()}")
 
 
+def all_queues() -> list[str]:
+    """Every queue tasks are routed to (chat, ingest, default), named as in these settings."""
+    from django.conf import settings
+
+    names = [
+        settings.CHAT_TASK_QUEUE,
+        settings.INGEST_TASK_QUEUE,
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+    ]
+    return [name for name in dict.fromkeys(names) if name]
+
+
 def start_celery_worker(
     log_dir: Path,
     *,
@@ -107,12 +119,13 @@ def start_celery_worker(
     pool: str = "threads",
     queues: list[str] | None = None,
 ) -> LiveProcess:
+    """A worker consuming `queues` (default: all of them, as one worker of a small deployment
+    would). `pool="prefork"` gives the ingest worker's hard time and memory limits."""
     name = f"worker-{free_port()}"
     args = [sys.executable, "-m", "celery", "-A", "openspark", "worker", "--loglevel", "INFO",
             "--pool", pool, "--concurrency", str(concurrency), "-n", f"{name}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    if queues:
-        args += ["-Q", ",".join(queues)]
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", ",".join(queues or all_queues())]  # fmt: skip
     worker = _spawn(name, args, log_dir, env or subprocess_env())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

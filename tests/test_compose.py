@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_task_queues import pools_by_queue
+
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"postgres", "redis", "etcd", "minio", "milvus", "web", "worker", "beat", "flower"}
+SERVICES = {"postgres", "redis", "etcd", "minio", "milvus", "web", "worker-chat", "worker-ingest",
+            "beat", "flower"}  # fmt: skip
 
 
 def _compose() -> dict:
@@ -28,11 +31,21 @@ def test_stateful_services_have_volumes_and_app_services_get_urls():
     for name in ("postgres", "redis", "etcd", "minio", "milvus"):
         assert services[name].get("volumes"), name
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data", "milvus-data", "media"}
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker-chat", "worker-ingest", "beat"):
         env = services[name]["environment"]
         for var in ("DATABASE_URL", "REDIS_URL", "MILVUS_URI", "SECRET_KEY", "ALLOWED_HOSTS"):
             assert var in env, (name, var)
         assert env["DJANGO_SETTINGS_MODULE"] == "openspark.settings.production"
+
+
+def test_workers_consume_every_queue_ingestion_on_processes():
+    services = _compose()["services"]
+    commands = [services[name]["command"].split() for name in ("worker-chat", "worker-ingest")]
+    assert pools_by_queue(commands) == {
+        "chat": ["threads"],
+        "default": ["threads"],
+        "ingest": ["prefork"],
+    }
 
 
 def test_docker_compose_config_when_the_plugin_exists():

@@ -184,6 +184,23 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Three queues, so a CPU-heavy upload never delays a chat reply: `chat` (replies and titles:
+# streaming, I/O-bound, a threads worker), `ingest` (parsing, splitting and embedding
+# documents: a prefork worker whose children have hard time and memory limits), `default`
+# (everything else: notifications, sweeps, warm-ups). One worker may consume all three.
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="default")
+CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="chat")
+INGEST_TASK_QUEUE = env("INGEST_TASK_QUEUE", default="ingest")
+# Task name → the setting that names its queue (unlisted tasks go to the default queue).
+# openspark.celery.route_task reads it whenever a task is sent, so a queue renamed in the
+# settings (by a test, say) applies to the next task; an empty queue name means the default.
+TASK_QUEUE_SETTINGS = {
+    "generate_ai_response": "CHAT_TASK_QUEUE",
+    "generate_conversation_title": "CHAT_TASK_QUEUE",
+    "vectorize_document": "INGEST_TASK_QUEUE",
+    "update_knowledge_base": "INGEST_TASK_QUEUE",
+}
+CELERY_TASK_ROUTES = ("openspark.celery.route_task",)
 
 # --- Metrics (Prometheus at /metrics; docs/operations.md) ------------------------------------
 # prometheus_client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR from the environment
@@ -386,9 +403,6 @@ CELERY_BEAT_SCHEDULE = {
 # Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.
 CHAT_REPLY_LEASE_SECONDS = env.int("CHAT_REPLY_LEASE_SECONDS", default=180)
 CHAT_SSE_KEEPALIVE_SECONDS = env.float("CHAT_SSE_KEEPALIVE_SECONDS", default=15.0)
-# Empty: the default Celery queue. Set (e.g. "chat") to run replies on dedicated workers with
-# a large thread pool, apart from CPU-bound ingestion.
-CHAT_TASK_QUEUE = env("CHAT_TASK_QUEUE", default="")
 
 # --- Knowledge (RAG) ------------------------------------------------------------------------
 KNOWLEDGE_MAX_UPLOAD_BYTES = env.int("KNOWLEDGE_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
@@ -417,6 +431,18 @@ KNOWLEDGE_CONTEXT_TOKEN_BUDGET = env.int("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", defau
 KNOWLEDGE_RETRIEVAL_CACHE_TTL = env.int("KNOWLEDGE_RETRIEVAL_CACHE_TTL", default=10 * 60)
 KNOWLEDGE_COLLECTION_PREFIX = env("KNOWLEDGE_COLLECTION_PREFIX", default="openspark_chunks")
 KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default=30 * 60)
+# Limits of the ingest worker (docs/security/ingest.md). A document's run is stopped after
+# KNOWLEDGE_INGEST_TIME_LIMIT seconds (read where the task is sent, web or worker; enforced by
+# prefork pools only; keep it well under KNOWLEDGE_STUCK_AFTER_SECONDS), a prefork child
+# cannot allocate more than KNOWLEDGE_INGEST_MEMORY_LIMIT_MB (embedding model included; 0: no
+# limit), and a document whose runs were cut short KNOWLEDGE_INGEST_MAX_ATTEMPTS times in a
+# row is failed.
+KNOWLEDGE_INGEST_TIME_LIMIT = env.int("KNOWLEDGE_INGEST_TIME_LIMIT", default=10 * 60)
+KNOWLEDGE_INGEST_MEMORY_LIMIT_MB = env.int("KNOWLEDGE_INGEST_MEMORY_LIMIT_MB", default=2048)
+KNOWLEDGE_INGEST_MAX_ATTEMPTS = env.int("KNOWLEDGE_INGEST_MAX_ATTEMPTS", default=3)
+# A prefork child that ends a task holding more than three quarters of the memory limit is
+# replaced, so the next document starts with room (KiB, resident memory).
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = KNOWLEDGE_INGEST_MEMORY_LIMIT_MB * 1024 * 3 // 4 or None
 # Merged, not assigned: other apps' blocks add their own periodic tasks to the same setting.
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),

@@ -1,5 +1,6 @@
 """Smoke test of `make run`'s program: start it, wait for /readyz, log in, stop it cleanly."""
 
+import contextlib
 import os
 import re
 import signal
@@ -32,6 +33,26 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None
     raise AssertionError("not ready in time")
 
 
+def _role(process: psutil.Process) -> str:
+    command = process.cmdline()
+    if "uvicorn" in " ".join(command):
+        return "web"
+    if "celery" in " ".join(command) and "worker" in command:
+        return command[command.index("-n") + 1].split("@")[0]
+    return ""
+
+
+def _pool_children_limits(runner: subprocess.Popen) -> dict[str, tuple[int, int]]:
+    """RLIMIT_DATA of the workers' pool children (processes whose parent is a worker)."""
+    limits = {}
+    for process in psutil.Process(runner.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            role = _role(process)
+            if role not in ("", "web") and _role(process.parent()) == role:
+                limits[role] = process.rlimit(psutil.RLIMIT_DATA)
+    return limits
+
+
 def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     port = free_port()
     # The run command on its embedded defaults, whatever services the test run itself uses.
@@ -55,15 +76,17 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     try:
         _wait_ready(base, proc)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 5  # redis, milvus, web, worker, beat
-        # Background work yields the CPU to the web server (CELERY_WORKER_NICE, default 10).
-        niceness = {
-            ("worker" if "worker" in p.cmdline() else "web"): p.nice()
-            for p in children
-            if ("celery" in " ".join(p.cmdline()) and "worker" in p.cmdline())
-            or "uvicorn" in " ".join(p.cmdline())
-        }
-        assert niceness == {"worker": os.nice(0) + 10, "web": os.nice(0)}, niceness
+        assert len(children) >= 6  # redis, milvus, web, chat and ingest workers, beat
+        # Background work yields the CPU to the web server (CELERY_WORKER_NICE, default 10),
+        # ingestion to replies as well.
+        niceness = {_role(p): p.nice() for p in children if _role(p)}
+        assert niceness == {"web": os.nice(0), "chat": os.nice(0) + 10, "ingest": os.nice(0) + 15}
+        # The ingest worker's pool children, and only they, have the memory limit.
+        deadline = time.monotonic() + 60
+        while not (limits := _pool_children_limits(proc)):
+            assert time.monotonic() < deadline, "the ingest worker started no pool child"
+            time.sleep(0.5)
+        assert limits == {"ingest": (2048 * 2**20, 2048 * 2**20)}, limits
 
         # The runner prints the URL once its own readiness poll succeeds, just after ours.
         deadline = time.monotonic() + 30

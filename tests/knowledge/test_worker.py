@@ -81,6 +81,6 @@ def test_worker_vectorizes_reindexes_and_sweeps(celery_worker, user, embedder):
         rows=[VectorRow(987654321, base["id"], document_id, "stray", [0.1] * 384)],
     )
     report = knowledge_sweep()
-    assert report == {"requeued": 1, "orphan_vectors_removed": 1}
+    assert report == {"requeued": 1, "failed": 0, "orphan_vectors_removed": 1}
     assert wait_for(lambda: _status(document_id), timeout=120) == "ready"
     assert store.count(collection=collection, expression="chunk_id == 987654321") == 0
