@@ -10,11 +10,11 @@ page, it is added to the admin site's URLs and index (`install`, from Throttling
 from __future__ import annotations
 
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from redis import RedisError
 
+from openspark.core.admin_pages import admin_page_install
 from openspark.core.cache.stats import stats_get
 from openspark.core.pages import js_strings
 from openspark.core.queues import queue_depths
@@ -92,36 +92,13 @@ def metrics_admin_view(request, *, site):
 
 
 def install(site) -> None:
-    original_urls = site.get_urls
-    original_app_list = site.get_app_list
-
-    def get_urls():
-        view = site.admin_view(lambda request: metrics_admin_view(request, site=site))
-        return [path("metrics/", view, name="metrics"), *original_urls()]
-
-    def get_app_list(request, app_label=None):
-        app_list = original_app_list(request, app_label)
-        if app_label is None and request.user.is_staff:
-            url = reverse("admin:metrics", current_app=site.name)
-            app_list.append(
-                {
-                    "name": gettext_lazy("Metrics"),
-                    "app_label": "metrics",
-                    "app_url": url,
-                    "has_module_perms": True,
-                    "models": [
-                        {
-                            "name": gettext_lazy("Requests, limits, cache and queues"),
-                            "object_name": "Metrics",
-                            "admin_url": url,
-                            "add_url": None,
-                            "view_only": True,
-                            "perms": {"view": True},
-                        }
-                    ],
-                }
-            )
-        return app_list
-
-    site.get_urls = get_urls
-    site.get_app_list = get_app_list
+    admin_page_install(
+        site,
+        route="metrics/",
+        url_name="metrics",
+        view=metrics_admin_view,
+        section=gettext_lazy("Metrics"),
+        link=gettext_lazy("Requests, limits, cache and queues"),
+        section_label="metrics",
+        object_name="Metrics",
+    )

@@ -11,10 +11,10 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.template import engines
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from ..admin_pages import admin_page_install
 from .namespaces import NAMESPACES, RATE_LIMIT
 from .service import cache_purge
 from .stats import stats_get
@@ -40,36 +40,13 @@ def cache_admin_view(request, *, site):
 
 
 def install(site) -> None:
-    original_urls = site.get_urls
-    original_app_list = site.get_app_list
-
-    def get_urls():
-        view = site.admin_view(lambda request: cache_admin_view(request, site=site))
-        return [path("cache/", view, name="cache-stats"), *original_urls()]
-
-    def get_app_list(request, app_label=None):
-        app_list = original_app_list(request, app_label)
-        if app_label is None and request.user.is_staff:
-            url = reverse("admin:cache-stats", current_app=site.name)
-            app_list.append(
-                {
-                    "name": gettext_lazy("Cache"),
-                    "app_label": "cache",
-                    "app_url": url,
-                    "has_module_perms": True,
-                    "models": [
-                        {
-                            "name": gettext_lazy("Cache statistics"),
-                            "object_name": "CacheStatistics",
-                            "admin_url": url,
-                            "add_url": None,
-                            "view_only": True,
-                            "perms": {"view": True},
-                        }
-                    ],
-                }
-            )
-        return app_list
-
-    site.get_urls = get_urls
-    site.get_app_list = get_app_list
+    admin_page_install(
+        site,
+        route="cache/",
+        url_name="cache-stats",
+        view=cache_admin_view,
+        section=gettext_lazy("Cache"),
+        link=gettext_lazy("Cache statistics"),
+        section_label="cache",
+        object_name="CacheStatistics",
+    )
