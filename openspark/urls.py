@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("openspark.core.urls")),
     path("", include("conversations.urls")),
     path("knowledge/", include("knowledge.urls")),
+    path("assistants/", include("assistants.urls")),
     path("", include("throttling.urls")),
 ]
 

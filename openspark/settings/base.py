@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "throttling",
     "accounts",
     "knowledge",
+    "assistants",
     "conversations",
 ]
 
@@ -326,6 +327,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Two `visibility` choice sets (knowledge bases, assistants): each its own named enum.
+    "ENUM_NAME_OVERRIDES": {
+        "KnowledgeBaseVisibilityEnum": "knowledge.models.KnowledgeBase.Visibility",
+        "AssistantVisibilityEnum": "assistants.models.Assistant.Visibility",
+    },
 }
 
 LOGGING = {
