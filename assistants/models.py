@@ -7,8 +7,10 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-# Icons are chosen from this list (emoji: text, no upload, nothing to sanitise).
-ICONS = ("🤖", "💡", "📚", "💬", "🔍", "🛠️", "🧪", "📈", "⚖️", "🩺", "🎓", "✍️", "🌐", "🧭")
+# Icons are chosen from this list by name; the UI draws each as an inline stroke icon
+# (static/js/api.js), so nothing is uploaded and no emoji font is needed.
+ICONS = ("bot", "chat", "book", "search", "bulb", "tool", "flask", "chart", "heart", "cap",
+         "pen", "globe", "compass", "star")  # fmt: skip
 
 
 class Assistant(models.Model):

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from assistants.pages import assistants_page
 from conversations.pages import chat_page
 from knowledge.pages import knowledge_page
 from openspark.core import health
@@ -34,5 +35,6 @@ urlpatterns = [
     ),
     path("", include("accounts.urls")),
     path("knowledge/", knowledge_page, name="knowledge"),
+    path("assistants/", assistants_page, name="assistants"),
     path("", chat_page, name="home"),
 ]

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(max_length=100)),
                 ('description', models.CharField(blank=True, max_length=500)),
-                ('icon', models.CharField(choices=[('🤖', '🤖'), ('💡', '💡'), ('📚', '📚'), ('💬', '💬'), ('🔍', '🔍'), ('🛠️', '🛠️'), ('🧪', '🧪'), ('📈', '📈'), ('⚖️', '⚖️'), ('🩺', '🩺'), ('🎓', '🎓'), ('✍️', '✍️'), ('🌐', '🌐'), ('🧭', '🧭')], default='🤖', max_length=16)),
+                ('icon', models.CharField(choices=[('bot', 'bot'), ('chat', 'chat'), ('book', 'book'), ('search', 'search'), ('bulb', 'bulb'), ('tool', 'tool'), ('flask', 'flask'), ('chart', 'chart'), ('heart', 'heart'), ('cap', 'cap'), ('pen', 'pen'), ('globe', 'globe'), ('compass', 'compass'), ('star', 'star')], default='bot', max_length=16)),
                 ('system_prompt', models.TextField(blank=True)),
                 ('provider', models.CharField(blank=True, max_length=40)),
                 ('model', models.CharField(blank=True, max_length=100)),

@@ -22,7 +22,7 @@ def form(owner, **fields):
     return {
         "owner": owner.pk,
         "name": "Support",
-        "icon": "💬",
+        "icon": "chat",
         "llm": "",
         "visibility": "everyone",
         "questions": "How do I reset my password?\n\nWhere is my invoice?",

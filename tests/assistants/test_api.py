@@ -29,7 +29,7 @@ def test_create_read_update_delete(pro_client, pro_user, settings):
         URL,
         {
             "name": "  HR helper ",
-            "icon": "📚",
+            "icon": "book",
             "description": "Answers HR questions",
             "system_prompt": "You answer HR questions.",
             "knowledge_base_ids": [base.id],
@@ -46,7 +46,7 @@ def test_create_read_update_delete(pro_client, pro_user, settings):
     )
     assert created.status_code == 201, created.json()
     body = created.json()
-    assert body["name"] == "HR helper" and body["icon"] == "📚"
+    assert body["name"] == "HR helper" and body["icon"] == "book"
     assert body["suggested_questions"] == ["How many days of leave?", "Who approves?"]
     assert body["knowledge_base_ids"] == [base.id] and body["model"] == "glm-4-flash"
     assert body["visibility"] == "private" and body["is_owner"] and body["can_edit"]

@@ -37,7 +37,7 @@ def client_for_user():
 @pytest.fixture
 def conversation(glm):
     owner = UserFactory(plan=plan("pro"))
-    assistant = assistant_create(user=owner, name="HR helper", icon="📚")
+    assistant = assistant_create(user=owner, name="HR helper", icon="book")
     question, reply, _task = message_send(
         user=owner, content="How many vacation days?", assistant_id=assistant.id
     )
@@ -86,7 +86,7 @@ def test_json_has_messages_citations_assistant_and_timestamps(conversation, clie
     data = json.loads(response.content)
     assert data["format"] == "openspark.conversation.v1" and data["exported_at"]
     assert data["conversation"]["id"] == conversation_id
-    assert data["assistant"]["name"] == "HR helper" and data["assistant"]["icon"] == "📚"
+    assert data["assistant"]["name"] == "HR helper" and data["assistant"]["icon"] == "book"
     assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
     answer = data["messages"][1]
     assert answer["content"] == reply.content and answer["citations"] == [CITATION]
