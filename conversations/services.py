@@ -440,15 +440,14 @@ def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
     if question is None:
         raise ApplicationError(_("This message answers no question."))
     with transaction.atomic():
-        Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
+        conversation = (
+            Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
+        )
         if replies_unfinished(conversation_id=question.conversation_id):
             raise Conflict(_BUSY)
-        assistant_id = (
-            Conversation.objects.filter(id=question.conversation_id)
-            .values_list("assistant_id", flat=True)
-            .first()
+        reply, task_id = _reply_enqueue(
+            user=user, question=question, assistant_id=conversation.assistant_id
         )
-        reply, task_id = _reply_enqueue(user=user, question=question, assistant_id=assistant_id)
         Conversation.objects.filter(id=question.conversation_id).update(updated_at=timezone.now())
         cache_bump(scopes=[user_scope(user.id), conversation_scope(question.conversation_id)])
     return reply, task_id

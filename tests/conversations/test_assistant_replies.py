@@ -13,6 +13,7 @@ from conversations.services import (
     ReplySettings,
     message_send,
     reply_generate,
+    reply_regenerate,
     reply_token_ceiling,
 )
 from knowledge.models import KnowledgeBase
@@ -218,3 +219,24 @@ def test_a_conversation_keeps_its_assistant(owner, glm):
     assert refused.value.details == {"assistant_id": ["differs_from_conversation"]}
     message_send(user=owner, content="next", conversation_id=question.conversation_id)
     assert Conversation.objects.get(id=question.conversation_id).assistant_id == first.id
+
+
+def test_regenerate_keeps_the_assistant(owner, glm):
+    assistant = assistant_create(user=owner, name="Poet", system_prompt="Answer in verse.")
+    _status, first = ask(owner, assistant_id=assistant.id)
+    reply, _task = reply_regenerate(user=owner, message_id=first.id)
+    assert reply_generate(message_id=reply.id) == "completed"
+    prompts = [c["messages"][0]["content"] for c in chat_calls(glm)]
+    assert prompts == ["Answer in verse."] * 2  # the first reply, then the regenerated one
+
+
+def test_a_queued_reply_whose_assistant_was_unshared_fails_readably(owner, glm):
+    assistant = assistant_create(user=owner, name="Shared", visibility="everyone")
+    user = UserFactory()
+    _question, reply, _task = message_send(user=user, content=QUESTION, assistant_id=assistant.id)
+    assistant_update(user=owner, assistant_id=assistant.id, visibility="private")
+    assert reply_generate(message_id=reply.id) == Message.Status.FAILED
+    reply.refresh_from_db()
+    assert reply.error_code == "assistant_unavailable" and reply.error
+    assert chat_calls(glm) == []
+    assert TokenUsage.objects.get(user=user).reserved_tokens == 0  # settled
