@@ -2,6 +2,9 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=openspark.settings.production
+# prometheus_client's multiprocess mode: the processes of one container (uvicorn --workers,
+# a worker's pool) share their metrics through this folder (docs/operations.md, "Metrics").
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/openspark-metrics
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .

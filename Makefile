@@ -1,11 +1,11 @@
-# OpenSpark — `make run` starts the whole product, `make test` runs ruff, the import
-# contracts (import-linter) and the test suite.
+# OpenSpark — `make run` starts the whole product, `make flower` watches its Celery workers,
+# `make test` runs ruff, the import contracts (import-linter) and the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run flower test lint format install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install-dev: $(VENV)/.deps-dev
 
 run: install
 	$(PY) -m openspark.devstack
+
+# Flower on the broker of the running `make run` (or REDIS_URL), behind basic auth.
+flower: install
+	$(PY) -m openspark.flower
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

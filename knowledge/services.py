@@ -35,6 +35,7 @@ from throttling.selectors import plan_for_user
 from . import cache as retrieval_cache
 from .chunking import chunk_sections
 from .embedders import default_embedding_model, get_embedder
+from .metrics import document_ingested
 from .models import Chunk, Document, KnowledgeBase
 from .parsing import (
     FileTypeMismatch,
@@ -529,6 +530,7 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
         updated_at=timezone.now(),
     )
     task_progress_set(task_id=document.task_id or None, progress=100)
+    document_ingested(model=model, chunks=len(chunks), timings=timings)
     retrieval_cache.bump(base.id)
     if document.uploaded_by_id and not was_ready:
         notification_send(

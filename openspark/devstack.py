@@ -3,7 +3,9 @@
 Starts, as needed: an embedded Redis (unless REDIS_URL is set), Milvus Lite's gRPC server
 (unless MILVUS_URI is set), migrations, demo users, the ASGI server (HTTP + websockets), a
 Celery worker and beat. Prints the URL once /readyz answers 200. Ctrl-C (or SIGTERM) stops
-everything it started; children also die with it if it is killed outright.
+everything it started; children also die with it if it is killed outright. While it runs,
+var/redis.url holds the broker's URL for `make flower`; every process writes its metrics to
+var/prometheus/, which the web server's /metrics adds up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ def _log(message: str) -> None:
     print(f"[openspark] {message}", flush=True)
 
 
+def metrics_dir_wipe(path: Path) -> None:
+    """Start from no samples: files of a previous run's processes would be added to this one's
+    (pids are reused). Only prometheus_client's own files are removed."""
+    path.mkdir(parents=True, exist_ok=True)
+    for file in path.glob("*.db"):
+        file.unlink()
+
+
 class Stack:
     def __init__(self, var_dir: Path, port: int, host: str):
         self.var_dir = var_dir
@@ -38,6 +48,12 @@ class Stack:
         self.env.setdefault("NO_PROXY", "127.0.0.1,localhost")
         self.logs = var_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        # Every process started here writes its metrics to one folder of its own, so the web
+        # server's /metrics covers the worker and beat too (prometheus_client's multiprocess
+        # mode). Always this stack's folder: one inherited from elsewhere is not ours to wipe.
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(var_dir / "prometheus")
+        metrics_dir_wipe(var_dir / "prometheus")
+        self.redis_url_file = var_dir / "redis.url"
 
     def start_embedded(self) -> None:
         if not self.env.get("REDIS_URL"):
@@ -50,6 +66,11 @@ class Stack:
             self.services.append(milvus)
             self.env["MILVUS_URI"] = milvus.url
             _log(f"Milvus Lite server at {milvus.url}")
+        # For `make flower`, which watches this stack's broker (the URL may hold a password).
+        self.redis_url_file.unlink(missing_ok=True)
+        fd = os.open(self.redis_url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(self.env["REDIS_URL"] + "\n")
 
     def manage(self, *args: str) -> None:
         subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True)
@@ -111,6 +132,7 @@ class Stack:
                 )
 
     def stop(self) -> None:
+        self.redis_url_file.unlink(missing_ok=True)
         for service in reversed(self.services):
             if service.process.poll() is None:
                 service.process.terminate()

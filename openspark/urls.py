@@ -7,6 +7,7 @@ from conversations.pages import chat_page
 from knowledge.pages import knowledge_page
 from openspark.core import health
 from openspark.core.csp import csp_override
+from openspark.core.metrics import metrics_view
 
 api_v1 = [
     path("", include("accounts.api_urls")),
@@ -20,6 +21,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include(api_v1)),

@@ -57,7 +57,6 @@ def test_only_the_proxy_is_published_to_the_world():
     public = {name for name, service in services.items() if _published_to_the_world(service)}
     assert public == {"proxy"}
     assert not services["web"].get("ports") and services["web"]["expose"] == ["8000"]
-    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     assert "healthcheck" in services["proxy"]
 
 
@@ -84,3 +83,14 @@ def test_compose_leaves_production_cookies_secure():
         env = service.get("environment", {})
         for var in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT"):
             assert var not in env, (name, var)  # production's default: true
+
+
+def test_flower_is_not_published_to_the_world_and_asks_for_a_password():
+    flower = _compose()["services"]["flower"]
+    for mapping in flower["ports"]:
+        assert mapping.startswith("127.0.0.1:"), mapping  # host loopback only
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].endswith(
+        ":${FLOWER_PASSWORD:?set FLOWER_PASSWORD}"
+    )
+    assert flower["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # the app's env kept
+    assert "basic" not in flower["command"]  # not in the process list

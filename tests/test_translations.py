@@ -9,12 +9,19 @@ from assistants.pages import ASSISTANTS_JS_STRINGS
 from conversations.pages import CHAT_JS_STRINGS
 from knowledge.pages import KNOWLEDGE_JS_STRINGS
 from openspark.core.pages import js_strings
+from throttling.dashboard import METRICS_JS_STRINGS
 
 
 @pytest.mark.parametrize(
     "strings",
-    [ACCOUNT_JS_STRINGS, ASSISTANTS_JS_STRINGS, CHAT_JS_STRINGS, KNOWLEDGE_JS_STRINGS],
-    ids=["account", "assistants", "chat", "knowledge"],
+    [
+        ACCOUNT_JS_STRINGS,
+        ASSISTANTS_JS_STRINGS,
+        CHAT_JS_STRINGS,
+        KNOWLEDGE_JS_STRINGS,
+        METRICS_JS_STRINGS,
+    ],
+    ids=["account", "assistants", "chat", "knowledge", "admin-metrics"],
 )
 def test_page_strings_are_translated(strings):
     with translation.override("en"):

@@ -16,6 +16,7 @@ from django.utils import timezone
 from openspark.core.state import on_reset
 
 from .limiter import LimitDecision, breaker
+from .metrics import limiter_decision_count
 from .models import Alert
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ _deny_rate = _DenyRate()
 
 
 def decision_monitor(decision: LimitDecision) -> None:
-    """Raise the alerts a limiter decision calls for."""
+    """Count a limiter decision for /metrics and raise the alerts it calls for."""
+    limiter_decision_count(decision)
     if decision.degraded:
         if decision.code == "dependency_unavailable":
             alert_raise(

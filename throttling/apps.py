@@ -6,4 +6,11 @@ class ThrottlingConfig(AppConfig):
     verbose_name = "Plans and limits"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401 - connects the limiter-config invalidation
+        from django.contrib import admin
+
+        from . import (
+            dashboard,
+            signals,  # noqa: F401 - connects the limiter-config invalidation
+        )
+
+        dashboard.install(admin.site)

@@ -16,6 +16,8 @@ class CoreConfig(AppConfig):
 
         from .cache import admin as cache_admin
         from .cache import receivers, tasks  # noqa: F401 - registers the cache tasks
+        from .metrics import task_signals_connect
 
         receivers.connect()
+        task_signals_connect()
         cache_admin.install(admin.site)

@@ -1,13 +1,16 @@
 """Guarantees the error shape on /api/ for responses Django produced outside DRF
-(unknown URLs, 500s from middleware, CSRF failures, oversized bodies)."""
+(unknown URLs, 500s from middleware, CSRF failures, oversized bodies); counts every answer
+for the metrics."""
 
 import logging
+import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
 
 from .errors import DATABASE_RETRY_AFTER, DATABASE_UNAVAILABLE, error_response
+from .metrics import http_request_observe
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +77,20 @@ class ApiErrorMiddleware:
             )
         logger.exception("Unhandled error on %s", request.path, exc_info=exception)
         return error_response("server_error", _STATUS_CODES[500][1], 500)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer by method, URL name and status, as the client gets it: it is
+    the outermost middleware, so the limiter's 429s and the JSON error pages are included.
+    Streaming responses (SSE) are timed to their headers."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        http_request_observe(
+            request=request, status=response.status_code, seconds=time.perf_counter() - started
+        )
+        return response

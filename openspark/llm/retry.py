@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .base import ChatEvent, ChatMessage, ChatProvider, LLMError, Passage
+from .metrics import StreamObservation
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,29 @@ def stream_with_retry(
     max_tokens: int | None = None,
     policy: RetryPolicy | None = None,
 ) -> Iterator[ChatEvent]:
-    policy = policy or RetryPolicy()
+    events = _stream_attempts(
+        provider,
+        messages,
+        passages=passages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        policy=policy or RetryPolicy(),
+    )
+    with StreamObservation(provider) as seen, closing(events):
+        for event in events:
+            seen.event(event)
+            yield event
+
+
+def _stream_attempts(
+    provider: ChatProvider,
+    messages: Sequence[ChatMessage],
+    *,
+    passages: Sequence[Passage],
+    temperature: float | None,
+    max_tokens: int | None,
+    policy: RetryPolicy,
+) -> Iterator[ChatEvent]:
     started = policy.clock()
     attempt = 1
     while True:

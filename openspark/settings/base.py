@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: counts every answer as the client gets it (429s and JSON errors included).
+    "openspark.core.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "openspark.core.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -183,6 +185,24 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Metrics (Prometheus at /metrics; docs/operations.md) ------------------------------------
+# prometheus_client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR from the environment
+# itself (set before it is imported: the runner, the test settings and the Docker image set it).
+# Every process of a machine writes its samples there and /metrics adds them up.
+if _metrics_dir := env("PROMETHEUS_MULTIPROC_DIR", default=""):
+    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+# Scrapers authenticate with `Authorization: Bearer <METRICS_TOKEN>` (empty: staff sessions only).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# Collectors that read fleet-wide numbers at scrape time (the same ones the staff pages show).
+METRICS_COLLECTORS = [
+    "openspark.core.cache.metrics.CacheStatsCollector",
+    "openspark.core.queues.QueueDepthCollector",
+]
+# A Celery worker on a host without a web server serves its own processes' metrics here
+# (0: off). Unauthenticated: bind it to a private network only.
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+METRICS_WORKER_ADDR = env("METRICS_WORKER_ADDR", default="127.0.0.1")
 
 # --- Vector store ---------------------------------------------------------------------------
 # Milvus Lite's gRPC server (started by the runner) or a Milvus server URL.

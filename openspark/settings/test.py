@@ -1,6 +1,10 @@
 """Test settings: real Redis (the machine's, or an embedded one started for the run)."""
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from openspark.embedded import ensure_test_redis
 
@@ -11,11 +15,20 @@ ensure_test_redis()
 # their own test database and Redis keys (queues included) and never consume each other's work.
 RUN_ID = os.environ.setdefault("OPENSPARK_TEST_RUN_ID", str(os.getpid()))
 os.environ.setdefault("REDIS_KEY_PREFIX", f"ostest{RUN_ID}")
+# prometheus_client's multiprocess files of this run: pytest and the servers it starts (which
+# inherit the variable) all write there, so /metrics on any of them sees every process. Set
+# before prometheus_client is imported; made afresh by the process that starts the run.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _metrics_dir = Path(tempfile.gettempdir()) / f"openspark-test-metrics-{RUN_ID}"
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    atexit.register(shutil.rmtree, _metrics_dir, ignore_errors=True)
 
 from .base import *  # noqa: E402, F403
 from .base import DATABASES, STATIC_ROOT, VAR_DIR, env  # noqa: E402
 
 SECRET_KEY = "test-secret-key"
+METRICS_TOKEN = "test-metrics-token"
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LANGUAGE_CODE = "en"

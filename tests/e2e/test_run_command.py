@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from openspark.embedded import free_port
+from tests.prom import Scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -43,6 +44,7 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(OPENSPARK_VAR_DIR=str(tmp_path / "var"), PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(METRICS_TOKEN="e2e-metrics-token")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -83,6 +85,22 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
             home = client.get("/")
             assert 'data-plan-tier="pro"' in home.text
             assert client.get("/api/v1/me/").json()["plan"]["tier"] == "pro"
+
+        # `make flower` finds this broker; the web server's /metrics adds up every process of
+        # the stack: the login's warm-up task ran in the worker.
+        assert (tmp_path / "var" / "redis.url").read_text().startswith("redis://")
+        token = {"Authorization": "Bearer e2e-metrics-token"}
+        warmed = {"task": "cache_warm_logins", "state": "SUCCESS"}
+        deadline = time.monotonic() + 60
+        while True:
+            metrics = Scrape(httpx.get(f"{base}/metrics", headers=token, timeout=10).text)
+            if metrics.value("openspark_celery_task_duration_seconds_count", **warmed) == 1:
+                break
+            assert time.monotonic() < deadline, "the worker's task never showed in /metrics"
+            time.sleep(0.5)
+        login = {"method": "POST", "route": "accounts:login", "status": "302"}
+        assert metrics.value("openspark_http_requests_total", **login) == 1
+        assert list((tmp_path / "var" / "prometheus").glob("*.db"))
     finally:
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.send_signal(signal.SIGINT)
@@ -100,6 +118,7 @@ def test_run_command_serves_logs_in_and_stops_without_orphans(tmp_path):
     assert not alive, f"processes left behind: {alive}"
     assert "stopped" in log_path.read_text()
     assert "Traceback" not in log_path.read_text()
+    assert not (tmp_path / "var" / "redis.url").exists()  # the broker is gone with the stack
 
     # A second run reuses the data: no new demo passwords are printed.
     second = subprocess.run(
