@@ -34,7 +34,7 @@ class AssistantAdminForm(forms.ModelForm):
     class Meta:
         model = Assistant
         fields = ["owner", "name", "icon", "description", "system_prompt", "knowledge_bases",
-                  "temperature", "max_tokens", "opening_message", "sources_only",
+                  "temperature", "max_tokens", "opening_message", "sources_only", "score_threshold",
                   "fallback_message", "visibility", "shared_with"]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -99,7 +99,8 @@ class AssistantAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("owner", "name", "icon", "description")}),
         (_("Answering"), {"fields": ("system_prompt", "llm", "temperature", "max_tokens",
-                                     "knowledge_bases", "sources_only", "fallback_message")}),
+                                     "knowledge_bases", "score_threshold", "sources_only",
+                                     "fallback_message")}),
         (_("Opening"), {"fields": ("opening_message", "questions")}),
         (_("Who may use it"), {"fields": ("visibility", "shared_with")}),
     )  # fmt: skip

@@ -29,7 +29,7 @@ from .services import (
 
 # Shown only to whoever may edit the assistant: its prompt and knowledge are its owner's.
 EDITOR_FIELDS = ("system_prompt", "knowledge_base_ids", "provider", "model", "temperature",
-                 "max_tokens", "fallback_message", "shared_with")  # fmt: skip
+                 "max_tokens", "fallback_message", "score_threshold", "shared_with")  # fmt: skip
 
 
 class AssistantOutputSerializer(serializers.Serializer):
@@ -53,6 +53,7 @@ class AssistantOutputSerializer(serializers.Serializer):
     temperature = serializers.FloatField(required=False, allow_null=True)
     max_tokens = serializers.IntegerField(required=False, allow_null=True)
     fallback_message = serializers.CharField(required=False, help_text="Editors only.")
+    score_threshold = serializers.FloatField(required=False, allow_null=True)
     shared_with = serializers.SerializerMethodField(help_text="Editors only: usernames.")
 
     def _user(self):
@@ -95,6 +96,11 @@ class AssistantInputSerializer(serializers.Serializer):
         max_length=MAX_SUGGESTED_QUESTIONS,
     )
     sources_only = serializers.BooleanField(required=False)
+    score_threshold = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Lowest similarity of a passage found by meaning only; null: the bases' own.",
+    )
     fallback_message = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     visibility = serializers.ChoiceField(choices=Assistant.Visibility.choices, required=False)
     shared_with = serializers.ListField(

@@ -44,6 +44,9 @@ class Assistant(models.Model):
     # Answer only from the knowledge bases: with no passage above their threshold, the reply
     # is `fallback_message` and the model is not called.
     sources_only = models.BooleanField(default=False)
+    # Lowest similarity of a passage found only by meaning (keyword matches always count);
+    # empty: the knowledge bases' own thresholds.
+    score_threshold = models.FloatField(null=True, blank=True)
     fallback_message = models.TextField(blank=True)
     visibility = models.CharField(
         max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE

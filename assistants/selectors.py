@@ -104,5 +104,6 @@ def assistant_reply_fingerprint(assistant: Assistant) -> dict:
         "max_tokens": assistant.max_tokens,
         "knowledge_base_ids": sorted(assistant.knowledge_bases.values_list("id", flat=True)),
         "sources_only": assistant.sources_only,
+        "score_threshold": assistant.score_threshold,
         "fallback_message": assistant.fallback_message,
     }

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "opening_message": "",
     "suggested_questions": [],
     "sources_only": False,
+    "score_threshold": None,
     "fallback_message": "",
     "visibility": Assistant.Visibility.PRIVATE,
 }
@@ -111,6 +112,9 @@ def assistant_settings_check(
     temperature = values["temperature"]
     if temperature is not None and not 0 <= float(temperature) <= 1:
         raise _invalid("temperature", _("The temperature must be between 0 and 1."))
+    threshold = values["score_threshold"]
+    if threshold is not None and not -1 <= float(threshold) <= 1:
+        raise _invalid("score_threshold", _("The relevance threshold must be between -1 and 1."))
     limit = max_tokens_limit()
     if values["max_tokens"] is not None and not 1 <= int(values["max_tokens"]) <= limit:
         raise _invalid(

@@ -99,7 +99,12 @@ def _readable_knowledge_base_ids(*, user, knowledge_base_ids: Sequence[int]) -> 
 
 
 def passages_retrieve(
-    *, user, knowledge_base_ids: Sequence[int], query: str, lent_ids: Sequence[int] = ()
+    *,
+    user,
+    knowledge_base_ids: Sequence[int],
+    query: str,
+    lent_ids: Sequence[int] = (),
+    score_threshold: float | None = None,
 ) -> list[Passage]:
     """The retrieval hook: sources for the question from the bases it named, which the user
     must still be able to read (NotFound otherwise), and those the conversation's assistant
@@ -108,7 +113,11 @@ def passages_retrieve(
     ids |= set(lent_ids)
     if not ids:
         return []
-    return list(passages_for_bases(knowledge_base_ids=sorted(ids), query=query))
+    return list(
+        passages_for_bases(
+            knowledge_base_ids=sorted(ids), query=query, score_threshold=score_threshold
+        )
+    )
 
 
 # --- assistants ------------------------------------------------------------------------------
@@ -135,6 +144,7 @@ class ReplySettings:
     # Bases the assistant lends to this user, checked when the settings were read.
     knowledge_base_ids: tuple[int, ...] = ()
     sources_only: bool = False
+    score_threshold: float | None = None  # None: the bases' own
     fallback_message: str = ""
     # What identifies the assistant's answers in the `ai_response` cache key.
     fingerprint: dict | None = None
@@ -163,6 +173,7 @@ def reply_settings_get(*, user, assistant_id: int | None) -> ReplySettings:
         max_tokens=assistant.max_tokens,
         knowledge_base_ids=tuple(assistant_knowledge_base_ids(assistant=assistant, user=user)),
         sources_only=assistant.sources_only,
+        score_threshold=assistant.score_threshold,
         fallback_message=fallback,
         fingerprint=assistant_reply_fingerprint(assistant),
     )
@@ -806,6 +817,7 @@ def _reply_stream(reply: Message) -> str:
             knowledge_base_ids=question.knowledge_base_ids,
             query=question.content,
             lent_ids=settings_.knowledge_base_ids,
+            score_threshold=settings_.score_threshold,
         )
     except Exception:
         logger.exception("Retrieval for reply %s failed", reply.id)

@@ -169,11 +169,16 @@ def passages_for_query(
 
 
 def passages_for_bases(
-    *, knowledge_base_ids: list[int], query: str, top_k: int | None = None
+    *,
+    knowledge_base_ids: list[int],
+    query: str,
+    top_k: int | None = None,
+    score_threshold: float | None = None,
 ) -> list[Passage]:
     """`passages_for_query` for bases the caller has already authorised (an assistant lends
     its bases to the people it serves: `assistants.selectors`); never call it with ids a
-    request named. Bases that no longer exist are skipped."""
+    request named. Bases that no longer exist are skipped. `score_threshold`: instead of the
+    bases' own (the lowest of them)."""
     bases = list(KnowledgeBase.objects.filter(id__in=knowledge_base_ids))
     if not bases:
         return []
@@ -181,7 +186,11 @@ def passages_for_bases(
         knowledge_bases=bases,
         query=query,
         top_k=top_k or max(b.top_k for b in bases),
-        score_threshold=min(b.score_threshold for b in bases),
+        score_threshold=(
+            score_threshold
+            if score_threshold is not None
+            else min(b.score_threshold for b in bases)
+        ),
         mode="hybrid",
     )
     budget = settings.KNOWLEDGE_CONTEXT_TOKEN_BUDGET

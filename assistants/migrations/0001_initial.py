@@ -30,6 +30,7 @@ class Migration(migrations.Migration):
                 ('opening_message', models.TextField(blank=True)),
                 ('suggested_questions', models.JSONField(blank=True, default=list)),
                 ('sources_only', models.BooleanField(default=False)),
+                ('score_threshold', models.FloatField(blank=True, null=True)),
                 ('fallback_message', models.TextField(blank=True)),
                 ('visibility', models.CharField(choices=[('private', 'Only me'), ('listed', 'Listed users'), ('everyone', 'Everyone')], default='private', max_length=10)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),

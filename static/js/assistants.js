@@ -114,6 +114,7 @@ function openEditor(assistant = null) {
   $("#as-max-tokens").value = a.max_tokens ?? "";
   $("#as-max-tokens").max = state.options.max_tokens_limit;
   $("#as-sources-only").checked = Boolean(a.sources_only);
+  $("#as-threshold").value = a.score_threshold ?? "";
   $("#as-fallback").value = a.fallback_message || "";
   $("#as-opening").value = a.opening_message || "";
   $("#as-questions").value = (a.suggested_questions || []).join("\n");
@@ -138,6 +139,7 @@ function formBody() {
     max_tokens: number($("#as-max-tokens").value, (v) => Number.parseInt(v, 10)),
     knowledge_base_ids: [...form.querySelectorAll('input[name="kb"]:checked')].map((i) => Number(i.value)),
     sources_only: $("#as-sources-only").checked,
+    score_threshold: number($("#as-threshold").value, Number),
     fallback_message: $("#as-fallback").value,
     opening_message: $("#as-opening").value,
     suggested_questions: $("#as-questions").value.split("\n").map((q) => q.trim()).filter(Boolean),

@@ -156,6 +156,7 @@ def test_staff_create_whatever_their_plan(client_for, staff_user):
         ({"provider": "nonsense"}, "model"),
         ({"model": "glm-4"}, "model"),  # a model without its provider
         ({"temperature": 1.5}, "temperature"),
+        ({"score_threshold": 2}, "score_threshold"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"icon": "<svg onload=alert(1)>"}, "icon"),

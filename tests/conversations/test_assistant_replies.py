@@ -240,3 +240,21 @@ def test_a_queued_reply_whose_assistant_was_unshared_fails_readably(owner, glm):
     assert reply.error_code == "assistant_unavailable" and reply.error
     assert chat_calls(glm) == []
     assert TokenUsage.objects.get(user=user).reserved_tokens == 0  # settled
+
+
+def test_the_assistants_relevance_threshold_decides_what_is_relevant(owner, glm, milvus_lite):
+    base = KnowledgeBase.objects.create(owner=owner, name="Canteen")
+    ingest(base, owner, "canteen.md", "The cafeteria serves lunch at noon.")  # off-topic
+    lenient = assistant_create(user=owner, name="Lenient", knowledge_base_ids=[base.id],
+                               sources_only=True)  # fmt: skip
+    strict = assistant_create(user=owner, name="Strict", knowledge_base_ids=[base.id],
+                              sources_only=True, score_threshold=0.6)  # fmt: skip
+
+    # The bases' threshold (0.0) lets a passage found by meaning through: the model answers.
+    _status, reply = ask(owner, assistant_id=lenient.id)
+    assert reply.provider == "zhipuai" and reply.citations
+    calls = len(chat_calls(glm))
+    # Above the assistant's threshold there is nothing: the fallback, no model call.
+    _status, reply = ask(owner, assistant_id=strict.id)
+    assert reply.provider == "fallback" and reply.citations == []
+    assert len(chat_calls(glm)) == calls
