@@ -14,10 +14,10 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "owner", "created_at", "updated_at"]
+    list_display = ["id", "title", "owner", "assistant", "created_at", "updated_at"]
     search_fields = ["title", "owner__username"]
-    list_select_related = ["owner"]
-    raw_id_fields = ["owner"]
+    list_select_related = ["owner", "assistant"]
+    raw_id_fields = ["owner", "assistant"]
     filter_horizontal = ["knowledge_bases"]
     inlines = [MessageInline]
 

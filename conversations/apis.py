@@ -3,8 +3,14 @@ selector and renders. The SSE stream lives in `sse.py` (it has to be an async vi
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+import json
+
+from django.http import HttpResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,10 +21,13 @@ from openspark.core.cache import (
     conversation_scope,
     user_scope,
 )
+from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
 
+from .export import conversation_json, conversation_markdown
 from .selectors import (
+    conversation_export_get,
     conversation_get_for_user,
     conversation_list_for_user,
     message_get_for_user,
@@ -40,6 +49,9 @@ class ConversationListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
+        assistant_id = IdField(
+            required=False, allow_null=True, help_text="Empty: the default assistant."
+        )
 
     @extend_schema(
         responses=ConversationOutputSerializer(many=True), operation_id="conversations_list"
@@ -123,6 +135,61 @@ class ConversationMessagesApi(APIView):
         )
 
 
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """Errors in JSON whatever the query says: DRF reads `?format=` as a renderer choice, and
+    the export takes `format` as its own parameter (DRF's documented custom negotiation)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+EXPORT_FORMATS = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
+
+
+class ConversationExportApi(APIView):
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format", str, enum=list(EXPORT_FORMATS), default="md", description="File type."
+            )
+        ],
+        responses={
+            (200, "text/markdown"): OpenApiResponse(
+                OpenApiTypes.STR, description="Messages, each reply with a Sources section."
+            ),
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="`format`, `exported_at`, `conversation`, `assistant` (or null), "
+                "`messages` (message objects, with `citations`).",
+            ),
+        },
+        operation_id="conversations_export",
+    )
+    def get(self, request, conversation_id: int):
+        conversation, messages = conversation_export_get(
+            user=request.user, conversation_id=conversation_id
+        )
+        kind = request.query_params.get("format", "md")
+        if kind not in EXPORT_FORMATS:
+            raise ApplicationError(
+                _("The format must be md or json."), details={"format": ["invalid_choice"]}
+            )
+        if kind == "json":
+            data = conversation_json(conversation=conversation, messages=messages)
+            body = json.dumps(data, ensure_ascii=False, indent=2)
+        else:
+            body = conversation_markdown(conversation=conversation, messages=messages)
+        response = HttpResponse(body, content_type=EXPORT_FORMATS[kind])
+        filename = f"conversation-{conversation.id}.{kind}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
 class SentSerializer(serializers.Serializer):
     message = MessageOutputSerializer(help_text="The question.")
     reply = MessageOutputSerializer()
@@ -135,6 +202,11 @@ class MessageSendApi(APIView):
         content = serializers.CharField()
         knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
         client_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+        assistant_id = IdField(
+            required=False,
+            allow_null=True,
+            help_text="For a new conversation (no `conversation_id`): its assistant.",
+        )
 
     @extend_schema(
         request=InputSerializer, responses={202: SentSerializer}, operation_id="messages_send"

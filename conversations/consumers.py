@@ -52,6 +52,7 @@ class MessageSendFrame(serializers.Serializer):
     content = serializers.CharField()
     knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    assistant_id = IdField(required=False, allow_null=True)
 
 
 class MessageStopFrame(serializers.Serializer):

@@ -16,6 +16,15 @@ class Conversation(models.Model):
     knowledge_bases = models.ManyToManyField(
         "knowledge.KnowledgeBase", blank=True, related_name="conversations"
     )
+    # Chosen when the conversation starts and kept; empty: the default assistant (the CHAT_*
+    # settings). A deleted assistant's conversations go on with the default one.
+    assistant = models.ForeignKey(
+        "assistants.Assistant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by every new message, so "newest first" lists recently active conversations first.
     updated_at = models.DateTimeField(auto_now=True)

@@ -38,6 +38,8 @@ CHAT_JS_STRINGS = {
     "dismiss": _("Dismiss"),
     "busy": _("A reply is still being written — wait for it or stop it (Esc)."),
     "network": _("Network error — check your connection."),
+    "defaultAssistant": _("Default assistant"),
+    "suggestions": _("Suggested questions"),
 }
 
 

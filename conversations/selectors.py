@@ -33,6 +33,20 @@ def conversation_get_for_user(*, user, conversation_id: int) -> Conversation:
     return conversation
 
 
+def conversation_export_get(*, user, conversation_id: int) -> tuple[Conversation, list[Message]]:
+    """The conversation (with its assistant) and every message, oldest first; 404 when the
+    conversation is not the user's."""
+    conversation = (
+        Conversation.objects.select_related("assistant")
+        .prefetch_related("knowledge_bases")
+        .filter(owner=user, id=conversation_id)
+        .first()
+    )
+    if conversation is None:
+        raise NotFound(_("No conversation with this id."))
+    return conversation, list(conversation.messages.order_by("id"))
+
+
 def message_list_for_conversation(*, user, conversation_id: int) -> QuerySet[Message]:
     """The history, oldest first; 404 when the conversation is not the user's."""
     conversation_get_for_user(user=user, conversation_id=conversation_id)

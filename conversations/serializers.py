@@ -77,6 +77,9 @@ class ConversationOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()
     knowledge_base_ids = serializers.SerializerMethodField()
+    assistant_id = serializers.IntegerField(
+        allow_null=True, help_text="The conversation's assistant; null: the default assistant."
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 

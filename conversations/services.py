@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +24,17 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from assistants.models import Assistant
+from assistants.selectors import (
+    assistant_get_for_user,
+    assistant_knowledge_base_ids,
+    assistant_reply_fingerprint,
+    assistant_usable_by,
+)
 from knowledge.selectors import (
     knowledge_base_ids_readable,
     knowledge_base_list_readable,
-    passages_for_query,
+    passages_for_bases,
 )
 from openspark.core.cache import (
     ai_response_context_fingerprint,
@@ -45,11 +53,15 @@ from openspark.llm import (
     Finish,
     LLMError,
     Passage,
+    UnknownChatModel,
+    chat_model_check,
     get_chat_provider,
     get_retry_policy,
     stream_with_retry,
 )
 from openspark.llm.base import (
+    ChatEvent,
+    ChatMessage,
     ChatProvider,
     Usage,
     estimate_prompt_tokens,
@@ -86,24 +98,132 @@ def _readable_knowledge_base_ids(*, user, knowledge_base_ids: Sequence[int]) -> 
     return knowledge_base_ids_readable(user=user, requested_ids=list(knowledge_base_ids))
 
 
-def passages_retrieve(*, user, knowledge_base_ids: Sequence[int], query: str) -> list[Passage]:
-    """The retrieval hook: sources for the question from the bases the user may read."""
-    if not knowledge_base_ids:
+def passages_retrieve(
+    *,
+    user,
+    knowledge_base_ids: Sequence[int],
+    query: str,
+    lent_ids: Sequence[int] = (),
+    score_threshold: float | None = None,
+) -> list[Passage]:
+    """The retrieval hook: sources for the question from the bases it named, which the user
+    must still be able to read (NotFound otherwise), and those the conversation's assistant
+    lends (`assistants.selectors.assistant_knowledge_base_ids`, already checked)."""
+    ids = set(_readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids))
+    ids |= set(lent_ids)
+    if not ids:
         return []
     return list(
-        passages_for_query(user=user, knowledge_base_ids=list(knowledge_base_ids), query=query)
+        passages_for_bases(
+            knowledge_base_ids=sorted(ids), query=query, score_threshold=score_threshold
+        )
     )
+
+
+# --- assistants ------------------------------------------------------------------------------
+
+SOURCES_ONLY_INSTRUCTIONS = (
+    "Answer only from the numbered sources. If they do not contain the answer, reply with "
+    "exactly this text and nothing else: {fallback}"
+)
+_FALLBACK = gettext_lazy("I could not find anything about this in the sources I answer from.")
+_ASSISTANT_GONE = gettext_lazy("This conversation's assistant is no longer available to you.")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySettings:
+    """How a conversation's replies are made: by its assistant, or by the default assistant
+    (no `assistant_id`: the CHAT_* settings and the deployment's model)."""
+
+    system_prompt: str
+    assistant_id: int | None = None
+    provider: str = ""
+    model: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    # Bases the assistant lends to this user, checked when the settings were read.
+    knowledge_base_ids: tuple[int, ...] = ()
+    sources_only: bool = False
+    score_threshold: float | None = None  # None: the bases' own
+    fallback_message: str = ""
+    # What identifies the assistant's answers in the `ai_response` cache key.
+    fingerprint: dict | None = None
+
+
+def reply_settings_get(*, user, assistant_id: int | None) -> ReplySettings:
+    """The settings a reply in a conversation with `assistant_id` is made with, read when it
+    is queued (its reservation) and again when it is generated. 403 `permission_denied` when
+    the user may no longer use the assistant (unshared, or its owner deactivated)."""
+    default_prompt = _setting("CHAT_SYSTEM_PROMPT", "")
+    if assistant_id is None:
+        return ReplySettings(system_prompt=default_prompt)
+    assistant = assistant_usable_by(user=user, assistant_id=assistant_id)
+    if assistant is None:
+        raise ApplicationError(str(_ASSISTANT_GONE), code="permission_denied", status_code=403)
+    prompt = assistant.system_prompt or default_prompt
+    fallback = assistant.fallback_message or str(_FALLBACK)
+    if assistant.sources_only:
+        prompt = f"{prompt}\n\n{SOURCES_ONLY_INSTRUCTIONS.format(fallback=fallback)}".strip()
+    return ReplySettings(
+        system_prompt=prompt,
+        assistant_id=assistant.id,
+        provider=assistant.provider,
+        model=assistant.model,
+        temperature=assistant.temperature,
+        max_tokens=assistant.max_tokens,
+        knowledge_base_ids=tuple(assistant_knowledge_base_ids(assistant=assistant, user=user)),
+        sources_only=assistant.sources_only,
+        score_threshold=assistant.score_threshold,
+        fallback_message=fallback,
+        fingerprint=assistant_reply_fingerprint(assistant),
+    )
+
+
+class FixedReply(ChatProvider):
+    """The reply of an assistant that answers only from its sources when they hold nothing
+    relevant: its fallback text, streamed like any reply, without a model call (no tokens)."""
+
+    name = "fallback"
+    model = ""
+    is_offline = True  # never cached: there is no model call to save
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        passages: Sequence[Passage] = (),
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Generator[ChatEvent, None, None]:
+        yield Delta(self.text)
+        yield Finish("stop", Usage(prompt_tokens=0, completion_tokens=0))
+
+
+def _assistant_for_new_conversation(*, user, assistant_id: int | None) -> Assistant | None:
+    if assistant_id is None:
+        return None
+    return assistant_get_for_user(user=user, assistant_id=assistant_id)
 
 
 # --- conversations ---------------------------------------------------------------------------
 
 
 def conversation_create(
-    *, user, title: str = "", knowledge_base_ids: Sequence[int] | None = None
+    *,
+    user,
+    title: str = "",
+    knowledge_base_ids: Sequence[int] | None = None,
+    assistant_id: int | None = None,
 ) -> Conversation:
     ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
+    assistant = _assistant_for_new_conversation(user=user, assistant_id=assistant_id)
     with transaction.atomic():
-        conversation = Conversation.objects.create(owner=user, title=title.strip())
+        conversation = Conversation.objects.create(
+            owner=user, title=title.strip(), assistant=assistant
+        )
         if ids:
             conversation.knowledge_bases.set(ids)
         cache_bump(scope=user_scope(user.id))
@@ -150,7 +270,12 @@ def conversation_delete(*, user, conversation_id: int) -> None:
 
 
 def _reply_enqueue(
-    *, user, question: Message, client_id: str = "", new_conversation: bool = False
+    *,
+    user,
+    question: Message,
+    assistant_id: int | None,
+    client_id: str = "",
+    new_conversation: bool = False,
 ) -> tuple[Message, str]:
     """A pending reply to `question`, its token reservation and its queued task; call inside
     a transaction (a refused reservation, 429 `quota_exceeded`, rolls everything back).
@@ -160,10 +285,13 @@ def _reply_enqueue(
     A conversation created in this transaction has no sockets yet (joining checks that it
     exists; one that joins after the commit reads the reply from the database): no publish.
     """
+    settings_ = reply_settings_get(user=user, assistant_id=assistant_id)
     reservation = tokens_reserve(
         user=user,
         tokens=reply_token_ceiling(
-            question=question.content, with_sources=bool(question.knowledge_base_ids)
+            question=question.content,
+            with_sources=bool(question.knowledge_base_ids or settings_.knowledge_base_ids),
+            reply_settings=settings_,
         ),
     )
     reply = Message.objects.create(
@@ -248,11 +376,13 @@ def message_send(
     conversation_id: int | None = None,
     knowledge_base_ids: Sequence[int] | None = None,
     client_id: str = "",
+    assistant_id: int | None = None,
 ) -> tuple[Message, Message, str]:
     """Store the user's message and a pending reply in one transaction and queue the reply.
 
     Returns (message, reply, task_id). A repeated `client_id` (a client retrying after a lost
-    connection) returns the first pair instead of asking twice.
+    connection) returns the first pair instead of asking twice. `assistant_id` chooses the
+    assistant of a new conversation; an existing one keeps its own (naming another is a 400).
     """
     content = _content_check(content)
     if client_id:
@@ -269,14 +399,22 @@ def message_send(
                 return earlier, reply, reply.task_id
     requested = knowledge_base_ids is not None
     ids = _readable_knowledge_base_ids(user=user, knowledge_base_ids=knowledge_base_ids or [])
+    assistant = None
+    if conversation_id is None:
+        assistant = _assistant_for_new_conversation(user=user, assistant_id=assistant_id)
     with transaction.atomic():
         if conversation_id is None:
             # Its updated_at is already now: no save at the end.
-            conversation = Conversation.objects.create(owner=user)
+            conversation = Conversation.objects.create(owner=user, assistant=assistant)
             if ids:
                 conversation.knowledge_bases.set(ids)
         else:
             conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+            if assistant_id is not None and assistant_id != conversation.assistant_id:
+                raise ApplicationError(
+                    _("A conversation keeps the assistant it was started with."),
+                    details={"assistant_id": ["differs_from_conversation"]},
+                )
             # Serialises concurrent sends to one conversation (the one-reply-at-a-time rule).
             Conversation.objects.select_for_update().filter(id=conversation.id).first()
             if replies_unfinished(conversation_id=conversation.id):
@@ -293,6 +431,7 @@ def message_send(
         reply, task_id = _reply_enqueue(
             user=user,
             question=message,
+            assistant_id=conversation.assistant_id,
             client_id=client_id,
             new_conversation=conversation_id is None,
         )
@@ -312,10 +451,14 @@ def reply_regenerate(*, user, message_id: int) -> tuple[Message, str]:
     if question is None:
         raise ApplicationError(_("This message answers no question."))
     with transaction.atomic():
-        Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
+        conversation = (
+            Conversation.objects.select_for_update().filter(id=question.conversation_id).first()
+        )
         if replies_unfinished(conversation_id=question.conversation_id):
             raise Conflict(_BUSY)
-        reply, task_id = _reply_enqueue(user=user, question=question)
+        reply, task_id = _reply_enqueue(
+            user=user, question=question, assistant_id=conversation.assistant_id
+        )
         Conversation.objects.filter(id=question.conversation_id).update(updated_at=timezone.now())
         cache_bump(scopes=[user_scope(user.id), conversation_scope(question.conversation_id)])
     return reply, task_id
@@ -543,21 +686,26 @@ def reply_completion_cap() -> int:
     )
 
 
-def reply_token_ceiling(*, question: str, with_sources: bool) -> int:
+def reply_token_ceiling(
+    *, question: str, with_sources: bool, reply_settings: ReplySettings | None = None
+) -> int:
     """The most tokens a reply to `question` is reserved, by the estimate the worker builds
     its prompt with (`_prompt_for`): the system prompt; the history window (the question, and
     earlier exchanges only within CHAT_HISTORY_TOKEN_BUDGET); with knowledge bases, the
     sources (instructions, passages within KNOWLEDGE_CONTEXT_TOKEN_BUDGET, a header each);
     and the completion cap. The estimate can undercount the provider's tokenizer on odd text
     (docs/throttling.md states the bound)."""
-    tokens = estimate_tokens(_setting("CHAT_SYSTEM_PROMPT", ""))
+    reply_settings = reply_settings or ReplySettings(
+        system_prompt=_setting("CHAT_SYSTEM_PROMPT", "")
+    )
+    tokens = estimate_tokens(reply_settings.system_prompt)
     tokens += max(int(_setting("CHAT_HISTORY_TOKEN_BUDGET", 3000)), estimate_tokens(question))
     if with_sources:
         # +1: the blank line joining the sources to the system prompt.
         tokens += estimate_tokens(format_sources([])) + 1
         tokens += int(_setting("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", 3000))
         tokens += SOURCE_HEADER_TOKENS * int(_setting("KNOWLEDGE_TOP_K", 5))
-    return tokens + reply_completion_cap()
+    return tokens + (reply_settings.max_tokens or reply_completion_cap())
 
 
 def _passages_within(*, prompt: list, passages: list[Passage], budget: int) -> list[Passage]:
@@ -568,7 +716,7 @@ def _passages_within(*, prompt: list, passages: list[Passage], budget: int) -> l
     return passages
 
 
-def _prompt_for(reply: Message) -> list:
+def _prompt_for(reply: Message, *, system_prompt: str) -> list:
     question = reply.reply_to
     limit = int(_setting("CHAT_HISTORY_MAX_MESSAGES", 20))
     # Only the tail can fit the window; x3 leaves room for regenerated replies.
@@ -583,7 +731,7 @@ def _prompt_for(reply: Message) -> list:
         token_budget=int(_setting("CHAT_HISTORY_TOKEN_BUDGET", 3000)),
         max_messages=limit,
     )
-    return prompts.prompt_messages(system_prompt=_setting("CHAT_SYSTEM_PROMPT", ""), window=window)
+    return prompts.prompt_messages(system_prompt=system_prompt, window=window)
 
 
 def reply_generate(*, message_id: int) -> str:
@@ -641,8 +789,17 @@ def _reply_stream(reply: Message) -> str:
     finish: Finish | None = None
     provider: ChatProvider | None = None
     try:
-        provider = get_chat_provider()
-    except ImproperlyConfigured:
+        settings_ = reply_settings_get(user=user, assistant_id=reply.conversation.assistant_id)
+    except ApplicationError as error:
+        return _reply_fail(
+            reply=reply, stream=stream, code="assistant_unavailable", message=error.message
+        )
+    try:
+        if settings_.provider:
+            # Still served? Settings may have changed since the assistant was saved.
+            chat_model_check(provider=settings_.provider, model=settings_.model)
+        provider = get_chat_provider(provider=settings_.provider, model=settings_.model)
+    except (ImproperlyConfigured, UnknownChatModel):
         logger.exception("No usable chat provider for reply %s", reply.id)
         return _reply_fail(
             reply=reply,
@@ -653,10 +810,14 @@ def _reply_stream(reply: Message) -> str:
                 "An administrator needs to check its settings."
             ),
         )
-    prompt = _prompt_for(reply)
+    prompt = _prompt_for(reply, system_prompt=settings_.system_prompt)
     try:
         passages = passages_retrieve(
-            user=user, knowledge_base_ids=question.knowledge_base_ids, query=question.content
+            user=user,
+            knowledge_base_ids=question.knowledge_base_ids,
+            query=question.content,
+            lent_ids=settings_.knowledge_base_ids,
+            score_threshold=settings_.score_threshold,
         )
     except Exception:
         logger.exception("Retrieval for reply %s failed", reply.id)
@@ -667,15 +828,23 @@ def _reply_stream(reply: Message) -> str:
             code="retrieval_failed",
             message=_("Searching the knowledge bases failed. Please try again."),
         )
-    max_tokens = int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
+    max_tokens = settings_.max_tokens or int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
     if reply.reserved_tokens:
         # The reservation counted on this cap and on the prompt's estimate: keep to both.
-        max_tokens = reply_completion_cap()
+        max_tokens = settings_.max_tokens or reply_completion_cap()
         passages = _passages_within(
             prompt=prompt, passages=passages, budget=reply.reserved_tokens - max_tokens
         )
+    if settings_.sources_only and not passages:
+        # Nothing relevant above the bases' thresholds: the fallback text, no model call.
+        provider = FixedReply(settings_.fallback_message)
     cache_key = _ai_response_key(
-        user=user, provider=provider, prompt=prompt, passages=passages, max_tokens=max_tokens
+        user=user,
+        provider=provider,
+        prompt=prompt,
+        passages=passages,
+        max_tokens=max_tokens,
+        reply_settings=settings_,
     )
     hit = None
     # Regenerating asks for another answer: never the cached one (the new one is stored).
@@ -692,6 +861,7 @@ def _reply_stream(reply: Message) -> str:
                 provider,
                 prompt,
                 passages=passages,
+                temperature=settings_.temperature,
                 max_tokens=max_tokens,
                 policy=get_retry_policy(),
             )
@@ -768,18 +938,31 @@ def _reply_stream(reply: Message) -> str:
 
 
 def _ai_response_key(
-    *, user, provider: ChatProvider, prompt: list, passages: Sequence[Passage], max_tokens
+    *,
+    user,
+    provider: ChatProvider,
+    prompt: list,
+    passages: Sequence[Passage],
+    max_tokens,
+    reply_settings: ReplySettings,
 ) -> str | None:
-    """The cache key of this exact question: model and settings, the whole prompt (history
-    included) and the retrieved context, scoped to users who can read the same knowledge
-    bases — or None when this answer must come from the model (offline provider, caching off
-    for the user's plan)."""
+    """The cache key of this exact question: model and settings, the assistant and all of
+    its settings (prompt, model, parameters, bases, sources-only mode), the whole prompt
+    (history included) and the retrieved context, scoped to users who can read the same
+    knowledge bases (those they read themselves and those the assistant lends them) — or None
+    when this answer must come from the model (offline provider, caching off for the user's
+    plan)."""
     if provider.is_offline or not ai_response_cache_enabled(user=user):
         return None
-    readable = knowledge_base_list_readable(user=user).values_list("id", flat=True)
+    readable = {*knowledge_base_list_readable(user=user).values_list("id", flat=True)}
+    readable |= set(reply_settings.knowledge_base_ids)
+    key_settings: dict[str, Any] = {"max_tokens": max_tokens}
+    if reply_settings.assistant_id is not None:
+        key_settings["temperature"] = reply_settings.temperature
+        key_settings["assistant"] = reply_settings.fingerprint
     return ai_response_key(
         model=f"{provider.name}:{provider.model}",
-        settings={"max_tokens": max_tokens},
+        settings=key_settings,
         messages=prompt,
         context_fingerprint=ai_response_context_fingerprint(
             chunks=[(p.chunk_id, p.text) for p in passages]

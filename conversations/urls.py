@@ -4,6 +4,7 @@ from django.urls import path
 
 from .apis import (
     ConversationDetailApi,
+    ConversationExportApi,
     ConversationListCreateApi,
     ConversationMessagesApi,
     MessageDetailApi,
@@ -25,6 +26,11 @@ urlpatterns = [
         "conversations/<id:conversation_id>/messages/",
         ConversationMessagesApi.as_view(),
         name="conversation-messages",
+    ),
+    path(
+        "conversations/<id:conversation_id>/export",
+        ConversationExportApi.as_view(),
+        name="conversation-export",
     ),
     path("messages/", MessageSendApi.as_view(), name="messages"),
     path("messages/<id:message_id>/", MessageDetailApi.as_view(), name="message-detail"),

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from assistants.pages import assistants_page
 from conversations.pages import chat_page
 from knowledge.pages import knowledge_page
 from openspark.core import health
@@ -13,6 +14,7 @@ api_v1 = [
     path("", include("openspark.core.urls")),
     path("", include("conversations.urls")),
     path("knowledge/", include("knowledge.urls")),
+    path("assistants/", include("assistants.urls")),
     path("", include("throttling.urls")),
 ]
 
@@ -35,5 +37,6 @@ urlpatterns = [
     ),
     path("", include("accounts.urls")),
     path("knowledge/", knowledge_page, name="knowledge"),
+    path("assistants/", assistants_page, name="assistants"),
     path("", chat_page, name="home"),
 ]

@@ -34,6 +34,7 @@ class PlanAdmin(admin.ModelAdmin):
             {"fields": ("storage_quota_bytes", "document_quota", "knowledge_base_quota")},
         ),
         (_("Cache"), {"fields": ("ai_response_cache_enabled",)}),
+        (_("Assistants"), {"fields": ("can_create_assistants",)}),
     )
 
 

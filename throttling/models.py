@@ -50,6 +50,12 @@ class Plan(models.Model):
         help_text=_("Answer a repeated identical question from the cache (24 h) instead of "
                     "calling the model again."),
     )  # fmt: skip
+    # Off for free, on for pro and enterprise (throttling.plans.ASSISTANT_CREATION); staff
+    # create assistants whatever their plan.
+    can_create_assistants = models.BooleanField(
+        default=False,
+        help_text=_("Users on this plan may create and edit their own assistants."),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

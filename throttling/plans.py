@@ -44,6 +44,9 @@ KNOWLEDGE_QUOTAS = {
     },
 }
 
+# Whether users may create their own assistants (staff always may).
+ASSISTANT_CREATION = {"free": False, "pro": True, "enterprise": True}
+
 
 def seed_default_plans(plan_model=None) -> None:
     """Create the three tiers if missing; never overwrite limits staff have edited."""
@@ -61,6 +64,11 @@ def seed_default_plans(plan_model=None) -> None:
                 "is_default": default,
                 **{k: v for k, v in ENDPOINT_LIMITS[tier].items() if k in known},
                 **{k: v for k, v in KNOWLEDGE_QUOTAS[tier].items() if k in known},
+                **(
+                    {"can_create_assistants": ASSISTANT_CREATION[tier]}
+                    if "can_create_assistants" in known
+                    else {}
+                ),
             },
         )
 

@@ -14,6 +14,10 @@ from .base import (
     Usage,
 )
 from .factory import (
+    ChatModel,
+    UnknownChatModel,
+    chat_model_check,
+    chat_models_available,
     get_chat_provider,
     get_embedding_provider_for_remote,
     get_retry_policy,
@@ -24,6 +28,7 @@ from .retry import RetryPolicy, call_with_retry, stream_with_retry
 __all__ = [
     "ChatEvent",
     "ChatMessage",
+    "ChatModel",
     "ChatProvider",
     "Delta",
     "EmbeddingProvider",
@@ -32,8 +37,11 @@ __all__ = [
     "LLMError",
     "Passage",
     "RetryPolicy",
+    "UnknownChatModel",
     "Usage",
     "call_with_retry",
+    "chat_model_check",
+    "chat_models_available",
     "get_chat_provider",
     "get_embedding_provider_for_remote",
     "get_retry_policy",

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "throttling",
     "accounts",
     "knowledge",
+    "assistants",
     "conversations",
 ]
 
@@ -230,8 +231,14 @@ LLM_PROVIDER = env("LLM_PROVIDER", default="auto")
 ZHIPUAI_API_KEY = env("ZHIPUAI_API_KEY", default="")
 ZHIPUAI_BASE_URL = env("ZHIPUAI_BASE_URL", default=None)
 GLM_MODEL = env("GLM_MODEL", default="glm-4")
+# The other GLM-4 variants an assistant may choose (with GLM_MODEL) when a Zhipu key is set.
+GLM_MODELS = env.list(
+    "GLM_MODELS", default=["glm-4-plus", "glm-4-air", "glm-4-airx", "glm-4-long", "glm-4-flash"]
+)
 OPENAI_COMPAT_BASE_URL = env("OPENAI_COMPAT_BASE_URL", default="")
 OPENAI_COMPAT_MODEL = env("OPENAI_COMPAT_MODEL", default="glm-4-9b-chat")
+# More models the OpenAI-compatible server serves, for assistants to choose from.
+OPENAI_COMPAT_MODELS = env.list("OPENAI_COMPAT_MODELS", default=[])
 OPENAI_COMPAT_API_KEY = env("OPENAI_COMPAT_API_KEY", default="")
 LLM_REQUEST_TIMEOUT = env.float("LLM_REQUEST_TIMEOUT", default=60.0)
 LLM_RETRY_MAX_ATTEMPTS = env.int("LLM_RETRY_MAX_ATTEMPTS", default=3)
@@ -357,6 +364,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Two `visibility` choice sets (knowledge bases, assistants): each its own named enum.
+    "ENUM_NAME_OVERRIDES": {
+        "KnowledgeBaseVisibilityEnum": "knowledge.models.KnowledgeBase.Visibility",
+        "AssistantVisibilityEnum": "assistants.models.Assistant.Visibility",
+    },
 }
 
 LOGGING = {

@@ -17,6 +17,10 @@ const state = {
   pendingSends: new Map(), // client_id -> {content, node}
   knowledgeBases: [],
   selectedKbs: new Set(),
+  assistants: [], // the assistants the user may chat with
+  pickedAssistant: null, // the assistant id a new conversation starts with (null: default)
+  // `/?assistant=<id>` (the assistants page's "Start chat"), read before the URL is rewritten.
+  assistantFromUrl: Number(new URLSearchParams(location.search).get("assistant")) || null,
   ws: null,
   wsOpen: false,
   backoff: 500,
@@ -119,6 +123,7 @@ function upsertConversation(conversation) {
   if (conversation.id === state.currentId) {
     $("#conv-title").textContent = conversation.title || t("untitled", "New conversation");
     document.title = `${conversation.title || "OpenSpark"} · OpenSpark`;
+    renderAssistantChrome();
   }
   renderConversationList();
 }
@@ -128,6 +133,7 @@ function upsertConversation(conversation) {
 
 function newConversation() {
   state.currentId = null;
+  closeExportMenu();
   state.messages.clear();
   state.order = [];
   history.replaceState(null, "", location.pathname);
@@ -135,12 +141,14 @@ function newConversation() {
   renderMessages();
   renderConversationList();
   renderKbPicker();
+  renderAssistantChrome();
   $("#prompt").focus();
 }
 
 async function openConversation(id) {
   if (state.currentId && state.currentId !== id) send({ type: "conversation.leave", conversation_id: state.currentId });
   state.currentId = id;
+  closeExportMenu();
   state.messages.clear();
   state.order = [];
   history.replaceState(null, "", `?c=${id}`);
@@ -188,7 +196,7 @@ function renderMessages() {
   const pane = $("#messages");
   const nodes = state.order.map((id) => messageNode(state.messages.get(id)));
   pane.replaceChildren(...nodes, ...[...state.pendingSends.values()].map((p) => p.node));
-  if (!nodes.length && !state.pendingSends.size) pane.append(el("p", { class: "empty-chat muted" }, t("emptyChat", "Ask anything. Attach knowledge bases to get answers with cited sources.")));
+  if (!nodes.length && !state.pendingSends.size) pane.append(welcomeNode());
   updateComposer();
   scrollToBottom();
 }
@@ -358,7 +366,10 @@ async function sendMessage() {
   const clientId = newClientId();
   const frame = { type: "message.send", content, client_id: clientId };
   if (state.currentId) frame.conversation_id = state.currentId;
-  else if (state.selectedKbs.size) frame.knowledge_base_ids = [...state.selectedKbs];
+  else {
+    if (state.selectedKbs.size) frame.knowledge_base_ids = [...state.selectedKbs];
+    if (state.pickedAssistant) frame.assistant_id = state.pickedAssistant;
+  }
   const node = el("article", { class: "msg msg-user sending", "data-client-id": clientId, "aria-label": t("you", "You") },
     el("div", { class: "msg-body plain" }, content));
   state.pendingSends.set(clientId, { content, node });
@@ -374,6 +385,7 @@ async function sendMessage() {
     const body = { content, client_id: clientId };
     if (frame.conversation_id) body.conversation_id = frame.conversation_id;
     if (frame.knowledge_base_ids) body.knowledge_base_ids = frame.knowledge_base_ids;
+    if (frame.assistant_id) body.assistant_id = frame.assistant_id;
     const sent = await api("messages/", { method: "POST", body });
     onMessageCreated({ conversation_id: sent.message.conversation_id, message: sent.message, reply: sent.reply, client_id: clientId });
   } catch (err) {
@@ -594,6 +606,73 @@ async function toggleKb(id, on) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Assistants: the picker for a new conversation, the current one's badge, its opening
+// message and suggested questions on an empty conversation; exporting a conversation.
+
+async function loadAssistants() {
+  try {
+    const page = await api("assistants/?page_size=200");
+    state.assistants = page.results || [];
+  } catch {
+    state.assistants = [];
+  }
+  const wanted = state.assistantFromUrl;
+  if (wanted && state.assistants.some((a) => a.id === wanted)) state.pickedAssistant = wanted;
+  renderAssistantChrome();
+  if (!state.order.length) renderMessages();
+}
+
+function currentAssistant() {
+  const conversation = state.conversations.find((c) => c.id === state.currentId);
+  const id = state.currentId ? conversation && conversation.assistant_id : state.pickedAssistant;
+  return state.assistants.find((a) => a.id === id) || null;
+}
+
+function renderAssistantChrome() {
+  const picker = $("#assistant-picker");
+  const isNew = state.currentId === null;
+  $("#assistant-picker-wrap").hidden = !isNew || !state.assistants.length;
+  picker.replaceChildren(
+    el("option", { value: "" }, t("defaultAssistant", "Default assistant")),
+    ...state.assistants.map((a) => el("option", { value: a.id, selected: a.id === state.pickedAssistant }, a.name)),
+  );
+  const assistant = currentAssistant();
+  const badge = $("#assistant-badge");
+  badge.hidden = isNew || !assistant;
+  badge.replaceChildren(...(assistant ? [icon(assistant.icon), assistant.name] : []));
+  $("#export-menu").hidden = isNew;
+  if (!isNew) {
+    const base = `/api/v1/conversations/${state.currentId}/export?format=`;
+    $("#export-md").href = `${base}md`;
+    $("#export-json").href = `${base}json`;
+  }
+}
+
+function welcomeNode() {
+  const assistant = currentAssistant();
+  const hint = el("p", { class: "empty-chat muted" }, t("emptyChat", "Ask anything. Attach knowledge bases to get answers with cited sources."));
+  if (!assistant) return hint;
+  const questions = assistant.suggested_questions || [];
+  return el("div", { class: "assistant-welcome", "data-assistant-id": assistant.id },
+    el("span", { class: "assistant-icon", "data-icon": assistant.icon }, icon(assistant.icon)),
+    el("h2", {}, assistant.name),
+    assistant.opening_message ? el("div", { class: "opening" }, assistant.opening_message) : (assistant.description ? el("p", { class: "muted" }, assistant.description) : null),
+    questions.length
+      ? el("ul", { class: "suggestions", "aria-label": t("suggestions", "Suggested questions") },
+          questions.map((q) => el("li", {}, el("button", { type: "button", class: "suggestion", onclick: () => ask(q) }, q))))
+      : null);
+}
+
+function ask(question) {
+  $("#prompt").value = question;
+  sendMessage();
+}
+
+function closeExportMenu() {
+  $("#export-menu").open = false;
+}
+
+// ---------------------------------------------------------------------------------------
 // Page chrome
 
 function showBanner(kind, message) {
@@ -634,6 +713,11 @@ function bind() {
   });
   $("#stop").addEventListener("click", stopReplies);
   $("#new-chat").addEventListener("click", newConversation);
+  $("#assistant-picker").addEventListener("change", (event) => {
+    state.pickedAssistant = Number(event.target.value) || null;
+    if (state.currentId === null) renderMessages();
+  });
+  for (const link of document.querySelectorAll("#export-menu a")) link.addEventListener("click", closeExportMenu);
   $("#conv-search").addEventListener("input", renderConversationList);
   $("#sidebar-toggle").addEventListener("click", () => {
     const open = document.body.classList.toggle("sidebar-open");
@@ -654,6 +738,7 @@ async function start() {
   $("#offline-notice").hidden = !state.llm.offline;
   await loadConversations();
   loadKnowledgeBases();
+  loadAssistants();
   const id = Number(new URLSearchParams(location.search).get("c"));
   if (id) await openConversation(id);
   else newConversation();

@@ -106,3 +106,37 @@ def test_offline_answers_are_not_cached(user, offline):
     _status, first = ask(user)
     _status, second = ask(user)
     assert first.provider == second.provider == "offline"
+
+
+def test_assistants_never_share_answers_with_each_other_or_the_default(user, glm):
+    from assistants.services import assistant_create, assistant_update
+
+    plan = Plan.objects.get(tier="free")
+    plan.can_create_assistants = True
+    plan.save()
+    # Same prompt (the default one), different parameters: only the assistant's settings
+    # tell their answers apart.
+    same = {
+        "system_prompt": "You are OpenSpark, a helpful assistant. Answer clearly and concisely."
+    }
+    warm = assistant_create(user=user, name="Warm", temperature=0.9, **same)
+    cold = assistant_create(user=user, name="Cold", temperature=0.1, **same)
+    ask(user)
+    calls = model_calls(glm)
+    for assistant in (warm, cold):
+        _question, reply, _task = message_send(
+            user=user, content=QUESTION, assistant_id=assistant.id
+        )
+        assert reply_generate(message_id=reply.id) == "completed"
+        calls, before = model_calls(glm), calls
+        assert calls == before + 1, assistant.name  # not the default's or the other's answer
+
+    # The same assistant again: shared.
+    _question, reply, _task = message_send(user=user, content=QUESTION, assistant_id=warm.id)
+    reply_generate(message_id=reply.id)
+    assert model_calls(glm) == calls
+    # Edited: its older answers are not its answers any more.
+    assistant_update(user=user, assistant_id=warm.id, fallback_message="Nothing found.")
+    _question, reply, _task = message_send(user=user, content=QUESTION, assistant_id=warm.id)
+    reply_generate(message_id=reply.id)
+    assert model_calls(glm) == calls + 1
