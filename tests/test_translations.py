@@ -7,14 +7,20 @@ from django.utils import translation
 from accounts.views import ACCOUNT_JS_STRINGS
 from conversations.pages import CHAT_JS_STRINGS
 from knowledge.pages import KNOWLEDGE_JS_STRINGS
-from openspark.core.pages import js_strings
+from openspark.core.pages import NOTIFICATION_JS_STRINGS, js_strings
 from throttling.dashboard import METRICS_JS_STRINGS
 
 
 @pytest.mark.parametrize(
     "strings",
-    [ACCOUNT_JS_STRINGS, CHAT_JS_STRINGS, KNOWLEDGE_JS_STRINGS, METRICS_JS_STRINGS],
-    ids=["account", "chat", "knowledge", "admin-metrics"],
+    [
+        ACCOUNT_JS_STRINGS,
+        CHAT_JS_STRINGS,
+        KNOWLEDGE_JS_STRINGS,
+        METRICS_JS_STRINGS,
+        NOTIFICATION_JS_STRINGS,
+    ],
+    ids=["account", "chat", "knowledge", "admin-metrics", "notifications"],
 )
 def test_page_strings_are_translated(strings):
     with translation.override("en"):

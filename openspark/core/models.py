@@ -79,7 +79,7 @@ class Notification(models.Model):
         DOCUMENT_READY = "document_ready", _("A document is ready")
         DOCUMENT_FAILED = "document_failed", _("A document could not be processed")
         REPLY_FINISHED = "reply_finished", _("A reply finished while no page was open")
-        QUOTA_WARNING = "quota_warning", _("80% of the monthly token quota used")
+        QUOTA_WARNING = "quota_warning", _("Monthly token quota nearly used up (80%)")
         QUOTA_EXHAUSTED = "quota_exhausted", _("The monthly token quota is used up")
         STAFF_ALERT = "staff_alert", _("Rate limiter alerts (staff)")
 

@@ -155,3 +155,13 @@ def test_dedup_key_gives_one_notification_per_key(user):
     assert _send(user, "a", dedup_key="k") is not None
     assert _send(user, "b", dedup_key="k") is None
     assert Notification.objects.filter(user=user).count() == 1
+
+
+def test_kind_labels_follow_the_language(auth_client):
+    english = auth_client.get("/api/v1/notifications/preferences/").json()["labels"]
+    chinese = auth_client.get(
+        "/api/v1/notifications/preferences/", HTTP_ACCEPT_LANGUAGE="zh-hans"
+    ).json()["labels"]
+    assert english["document_ready"] == "A document is ready"
+    assert chinese["document_ready"] == "文档处理完成"
+    assert all(chinese[kind] != english[kind] for kind in english)
