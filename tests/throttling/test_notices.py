@@ -7,8 +7,8 @@ from openspark.core.models import Notification
 from tests.factories import UserFactory, plan
 from throttling.alerts import alert_raise, alerts_reset_dedup
 from throttling.models import Alert
-from throttling.selectors import month_start
 from throttling.quota import tokens_settle
+from throttling.selectors import month_start
 
 pytestmark = pytest.mark.django_db
 
