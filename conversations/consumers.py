@@ -1,5 +1,6 @@
 """The chat websocket `/ws/chat/` (protocol in docs/chat.md): authenticate, parse a frame,
-call a service, relay the conversation group's events.
+call a service, relay the conversation group's events and the user's (session ends,
+notifications), and keep the user's presence (openspark.core.presence) while open.
 
 Every frame is admitted first: the socket's session must still authenticate its user (a
 logout, a password change or a deactivation elsewhere closes the socket with 4401) and the
