@@ -203,7 +203,7 @@ METRICS_COLLECTORS = [
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 METRICS_WORKER_ADDR = env("METRICS_WORKER_ADDR", default="127.0.0.1")
 
-# --- Tasks: retries, records, dead letters (openspark/core/taskbase.py, docs/notifications.md)
+# --- Tasks: retries, records, dead letters (openspark/core/taskbase.py, docs/operations.md)
 # Every product task retries what it retries with exponential backoff and full jitter:
 # a random wait up to min(BACKOFF_MAX, BACKOFF x 2^retry) seconds, at most MAX_RETRIES times;
 # then it is a dead letter (admin) that staff retry or discard.
