@@ -19,10 +19,22 @@ function setUnread(count) {
   bell.dataset.count = String(count);
 }
 
+// Bumped by every live event: a count read over REST before an event arrived is older than
+// the event's, and must not overwrite it.
+let liveVersion = 0;
+
+// An API call whose answer carries `unread_count`; the count is applied unless a live event
+// came in meanwhile (the event's is newer; a read also comes back as `notification.read`).
+async function withCount(path, options) {
+  const asked = liveVersion;
+  const answer = await api(path, options);
+  if (asked === liveVersion) setUnread(answer.unread_count);
+  return answer;
+}
+
 async function refreshUnread() {
   try {
-    const page = await api("notifications/?unread=1&page_size=1");
-    setUnread(page.unread_count);
+    await withCount("notifications/?unread=1&page_size=1");
   } catch {
     // The badge keeps its last value; the socket's next event corrects it.
   }
@@ -51,10 +63,12 @@ function connect() {
       return;
     }
     if (data.type === "notification.created") {
+      liveVersion += 1;
       setUnread(data.unread_count);
       if (live) live.textContent = data.notification.title;
       if (list) prepend(data.notification);
     } else if (data.type === "notification.read") {
+      liveVersion += 1;
       setUnread(data.unread_count);
     }
   });
@@ -79,9 +93,8 @@ function item(notification) {
     event.preventDefault();
     if (node.classList.contains("unread")) {
       try {
-        const answer = await api(`notifications/${notification.id}/read`, { method: "POST" });
+        await withCount(`notifications/${notification.id}/read`, { method: "POST" });
         node.classList.replace("unread", "read");
-        setUnread(answer.unread_count);
       } catch {
         return;
       }
@@ -98,12 +111,11 @@ function prepend(notification) {
 }
 
 async function loadPage(path, { append = false } = {}) {
-  const page = await api(path);
+  const page = await withCount(path);
   const items = page.results.map(item);
   if (append) list.append(...items);
   else list.replaceChildren(...items);
   if (!list.children.length) list.replaceChildren(el("li", { class: "muted empty" }, tr("empty", "No notifications yet.")));
-  setUnread(page.unread_count);
   nextPage = page.next ? new URL(page.next).search : null;
   document.getElementById("notifications-more").hidden = !nextPage;
 }
@@ -113,9 +125,8 @@ function bindPage() {
     if (nextPage) loadPage(`notifications/${nextPage}`, { append: true });
   });
   document.getElementById("notifications-read-all").addEventListener("click", async () => {
-    const answer = await api("notifications/read-all", { method: "POST" });
+    await withCount("notifications/read-all", { method: "POST" });
     for (const node of list.querySelectorAll("li.unread")) node.classList.replace("unread", "read");
-    setUnread(answer.unread_count);
   });
   loadPage("notifications/?page_size=20");
 }
