@@ -1,5 +1,6 @@
 """The chat websocket `/ws/chat/` (protocol in docs/chat.md): authenticate, parse a frame,
-call a service, relay the conversation group's events.
+call a service, relay the conversation group's events and the user's (session ends,
+notifications), and keep the user's presence (openspark.core.presence) while open.
 
 Every frame is admitted first: the socket's session must still authenticate its user (a
 logout, a password change or a deactivation elsewhere closes the socket with 4401) and the
@@ -12,6 +13,7 @@ duplicates; see the ordering rule in realtime.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -24,6 +26,7 @@ from rest_framework import serializers
 from accounts.selectors import session_user_get
 from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
+from openspark.core.presence import presence_enter, presence_leave, presence_refresh_interval
 from openspark.llm import provider_status
 from throttling.limiter import LimitDecision
 from throttling.services import limiter_check_websocket
@@ -168,11 +171,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(
             realtime.user_group_name(self.user.pk), self.channel_name
         )
+        # "Is a page open?" for any process (notifications of replies that finish unseen).
+        await presence_enter(user_id=self.user.pk, channel=self.channel_name)
+        self.presence_task = asyncio.create_task(self._presence_keep())
         status = await database_sync_to_async(_provider_status)()
         await self._send_json({"type": "ready", "user": self.user.get_username(), "llm": status})
 
     async def disconnect(self, code: int) -> None:
         user = getattr(self, "user", None)
+        presence_task = getattr(self, "presence_task", None)
+        if presence_task is not None:
+            presence_task.cancel()
+            await presence_leave(user_id=user.pk, channel=self.channel_name)
         if user is not None and user.is_authenticated:
             await self.channel_layer.group_discard(
                 realtime.user_group_name(user.pk), self.channel_name
@@ -323,7 +333,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def conversation_updated(self, event: dict) -> None:
         await self._send_json(event)
 
+    async def notification_created(self, event: dict) -> None:
+        await self._send_json(event)
+
+    async def notification_read(self, event: dict) -> None:
+        await self._send_json(event)
+
     # --- helpers ---------------------------------------------------------------------------
+
+    async def _presence_keep(self) -> None:
+        while True:
+            await asyncio.sleep(presence_refresh_interval())
+            await presence_enter(user_id=self.user.pk, channel=self.channel_name)
 
     async def _catch_up(self, reply_id: int, *, queued: bool = False) -> None:
         """Send what the socket has not seen of a reply: from the log, or from the database

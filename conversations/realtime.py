@@ -29,6 +29,7 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from openspark.core import live
 from openspark.core.redis import async_redis_client, redis_client
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ def group_name(conversation_id: int) -> str:
 
 
 def user_group_name(user_id: int) -> str:
-    """Every socket of a user: told when one of their sessions ends or the user changes."""
-    return f"chat.user.{user_id}"
+    """Every socket of a user: told when one of their sessions ends or the user changes, and
+    of notifications (openspark.core.live, the group's one definition)."""
+    return live.user_group_name(user_id)
 
 
 def session_digest(session_key: str | None) -> str:

@@ -47,7 +47,9 @@ from openspark.core.cache import (
     user_scope,
 )
 from openspark.core.errors import ApplicationError, Conflict
-from openspark.core.services import task_enqueue, task_id_new
+from openspark.core.models import Notification
+from openspark.core.presence import presence_page_open
+from openspark.core.services import notification_send, task_enqueue, task_id_new
 from openspark.llm import (
     Delta,
     Finish,
@@ -933,7 +935,7 @@ def _reply_stream(reply: Message) -> str:
                 cache_key, content=text, citations=citations, usage=usage, pace=stream.pace
             )
         if status == Message.Status.COMPLETED and not reply.conversation.title:
-            _title_enqueue(conversation_id=reply.conversation_id)
+            _title_enqueue(conversation_id=reply.conversation_id, user=user)
     return status
 
 
@@ -1025,10 +1027,11 @@ def _reply_fail(
 TITLE_MAX_TOKENS = 24
 
 
-def _title_enqueue(*, conversation_id: int) -> None:
+def _title_enqueue(*, conversation_id: int, user) -> None:
     from .tasks import generate_conversation_title
 
-    transaction.on_commit(lambda: generate_conversation_title.delay(conversation_id))
+    # Routed to the chat queue by openspark.celery.route_task.
+    task_enqueue(task=generate_conversation_title, args=[conversation_id], user=user)
 
 
 def _title_from_model(
@@ -1097,3 +1100,34 @@ def conversation_title_generate(*, conversation_id: int) -> str:
         event={"type": "conversation.updated", "conversation": conversation_data(conversation)},
     )
     return title
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+def reply_finished_notify(*, message_id: int, status: str) -> None:
+    """A reply that completed or failed while its owner had no page open (no live socket in
+    any process: openspark.core.presence) becomes a notification, linked to its
+    conversation; with a page open, the page showed it."""
+    if status not in (Message.Status.COMPLETED, Message.Status.FAILED):
+        return
+    reply = (
+        Message.objects.select_related("conversation__owner", "reply_to")
+        .filter(id=message_id)
+        .first()
+    )
+    if reply is None or presence_page_open(user_id=reply.conversation.owner_id):
+        return
+    conversation = reply.conversation
+    completed = status == Message.Status.COMPLETED
+    question = reply.reply_to.content if reply.reply_to else ""
+    name = conversation.title or prompts.title_from_question(question)
+    notification_send(
+        user=conversation.owner,
+        kind=Notification.Kind.REPLY_FINISHED,
+        title=(_("Reply ready in “%(title)s”") if completed else _("Reply failed in “%(title)s”"))
+        % {"title": name[:120]},
+        body=(reply.content if completed else reply.error)[:300],
+        level="success" if completed else "error",
+        url=f"/?c={conversation.id}",
+    )

@@ -234,3 +234,8 @@ def _trim_to_tokens(text: str, budget: int) -> str:
         else:
             high = middle - 1
     return text[:low].rstrip() + "…"
+
+
+def document_error_get(*, document_id: int) -> str:
+    """Why a document failed (for its task's state), empty if it did not."""
+    return Document.objects.filter(id=document_id).values_list("error", flat=True).first() or ""

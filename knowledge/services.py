@@ -32,7 +32,13 @@ from django.utils.translation import gettext as _
 
 from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError, Conflict
-from openspark.core.services import notification_send, task_enqueue, task_progress_set
+from openspark.core.models import Notification
+from openspark.core.services import (
+    notification_send,
+    task_enqueue,
+    task_progress_set,
+    task_progress_step,
+)
 from openspark.llm.base import LLMError
 from throttling.models import Plan
 from throttling.selectors import plan_for_user
@@ -260,10 +266,13 @@ def knowledge_base_reindex_run(*, knowledge_base_id: int) -> int:
     # the base keeps answering while it is re-indexed.
     store.delete_knowledge_base(base.id, except_collection=current)
     count = 0
-    for document in base.documents.select_related("uploaded_by"):
+    documents = base.documents.select_related("uploaded_by")
+    total = documents.count()
+    for document in documents:
         with transaction.atomic():
             document_reindex(document=document, user=document.uploaded_by)
         count += 1
+        task_progress_step(done=count, total=total)
     retrieval_cache.bump(base.id)
     return count
 
@@ -561,9 +570,11 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
     if document.uploaded_by_id and not was_ready:
         notification_send(
             user=document.uploaded_by,
+            kind=Notification.Kind.DOCUMENT_READY,
             title=_("“%(title)s” is ready") % {"title": document.title},
             body=_("%(n)d passages can now be searched.") % {"n": len(chunks)},
             level="success",
+            url=f"/knowledge/?kb={document.knowledge_base_id}",
         )
     return Document.Status.READY
 
@@ -630,9 +641,11 @@ def _fail(document: Document, reason: str, *, timings: dict) -> str:
     if document.uploaded_by_id:
         notification_send(
             user=document.uploaded_by,
+            kind=Notification.Kind.DOCUMENT_FAILED,
             title=_("“%(title)s” could not be processed") % {"title": document.title},
             body=reason,
             level="error",
+            url=f"/knowledge/?kb={document.knowledge_base_id}",
         )
     return Document.Status.FAILED
 

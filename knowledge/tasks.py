@@ -7,6 +7,9 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 
+from openspark.core.taskbase import TaskFailed
+
+from .selectors import document_error_get
 from .services import (
     RetryableIngestError,
     document_fail,
@@ -43,13 +46,16 @@ class VectorizeTask(Task):
 @shared_task(bind=True, base=VectorizeTask, name="vectorize_document", max_retries=MAX_RETRIES)
 def vectorize_document(self, document_id: int) -> str:
     try:
-        return document_vectorize(document_id=document_id, task_id=self.request.id)
+        status = document_vectorize(document_id=document_id, task_id=self.request.id)
     except RetryableIngestError as exc:
         if self.request.retries >= MAX_RETRIES:
             document_fail(document_id=document_id, reason=str(exc))
-            return "failed"
-        # Exponential backoff: 10 s, 20 s, 40 s… a busy provider gets room to recover.
-        raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+            raise  # FAILURE, and a dead letter staff can retry once the provider is back
+        # The product's backoff with jitter (ProductTask): a busy provider gets room.
+        raise self.retry(exc=exc) from exc
+    if status == "failed":  # the document cannot be processed: the task says so, and why
+        raise TaskFailed(document_error_get(document_id=document_id))
+    return status
 
 
 @shared_task(name="update_knowledge_base")

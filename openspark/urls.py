@@ -8,6 +8,7 @@ from knowledge.pages import knowledge_page
 from openspark.core import health
 from openspark.core.csp import csp_override
 from openspark.core.metrics import metrics_view
+from openspark.core.pages import notifications_page
 
 api_v1 = [
     path("", include("accounts.api_urls")),
@@ -38,5 +39,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("knowledge/", knowledge_page, name="knowledge"),
     path("assistants/", assistants_page, name="assistants"),
+    path("notifications/", notifications_page, name="notifications"),
     path("", chat_page, name="home"),
 ]

@@ -7,7 +7,13 @@ from rest_framework.test import APIClient
 from openspark.core.state import process_state_reset
 from openspark.embedded import start_milvus_lite
 from tests.factories import UserFactory
-from tests.live import redis_delete_matching, start_asgi_server, start_celery_worker
+from tests.live import (
+    redis_delete_matching,
+    start_asgi_server,
+    start_celery_worker,
+    subprocess_env,
+)
+from tests.smtp import SMTPTestServer
 from throttling.plans import seed_default_plans
 
 # The chat stack's live servers (GLM test server, chat worker, chat ASGI server), one per run.
@@ -55,10 +61,25 @@ def milvus_lite(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, live_logs, milvus_lite):
+def _smtp_server():
+    with SMTPTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server(_smtp_server):
+    """The SMTP relay the worker mails through; each test starts with an empty mailbox."""
+    _smtp_server.reset()
+    yield _smtp_server
+    _smtp_server.reset()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, live_logs, milvus_lite, _smtp_server):
     """A real Celery worker on the test database, consuming every queue (threads pool, so no
-    time or memory limits); tests using it need `transactional_db`."""
-    worker = start_celery_worker(live_logs)
+    time or memory limits); tests using it need `transactional_db`. It mails through the
+    session's SMTP test server (`smtp_server`)."""
+    worker = start_celery_worker(live_logs, env=subprocess_env(EMAIL_URL=_smtp_server.url))
     yield worker
     worker.stop()
 

@@ -28,6 +28,12 @@ CONTRACT = {
     "/api/v1/knowledge/documents/{document_id}/reindex": {"post"},
     "/api/v1/knowledge/search": {"post"},
     "/api/v1/tasks/{task_id}/": {"get"},
+    # Additions (docs/api.md).
+    "/api/v1/tasks/": {"get"},
+    "/api/v1/notifications/": {"get"},
+    "/api/v1/notifications/{notification_id}/read": {"post"},
+    "/api/v1/notifications/read-all": {"post"},
+    "/api/v1/notifications/preferences/": {"get", "patch"},
     "/api/v1/rate-limit/status/": {"get"},
     "/api/v1/rate-limit/stats/": {"get"},
     "/api/v1/cache/stats/": {"get"},

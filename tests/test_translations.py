@@ -8,7 +8,7 @@ from accounts.views import ACCOUNT_JS_STRINGS
 from assistants.pages import ASSISTANTS_JS_STRINGS
 from conversations.pages import CHAT_JS_STRINGS
 from knowledge.pages import KNOWLEDGE_JS_STRINGS
-from openspark.core.pages import js_strings
+from openspark.core.pages import NOTIFICATION_JS_STRINGS, js_strings
 from throttling.dashboard import METRICS_JS_STRINGS
 
 
@@ -20,8 +20,9 @@ from throttling.dashboard import METRICS_JS_STRINGS
         CHAT_JS_STRINGS,
         KNOWLEDGE_JS_STRINGS,
         METRICS_JS_STRINGS,
+        NOTIFICATION_JS_STRINGS,
     ],
-    ids=["account", "assistants", "chat", "knowledge", "admin-metrics"],
+    ids=["account", "assistants", "chat", "knowledge", "admin-metrics", "notifications"],
 )
 def test_page_strings_are_translated(strings):
     with translation.override("en"):

@@ -18,6 +18,7 @@ from openspark.core.state import on_reset
 from .limiter import LimitDecision, breaker
 from .metrics import limiter_decision_count
 from .models import Alert
+from .notices import alert_notify_staff
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +109,10 @@ def alert_raise(*, kind: str, message: str, details: dict | None = None) -> None
             kind=kind, acknowledged=False, last_seen__gte=moment - dt.timedelta(seconds=window)
         ).update(count=F("count") + 1, last_seen=moment, details=details or {})
         if not updated:
-            Alert.objects.create(
+            alert = Alert.objects.create(
                 kind=kind, message=message, details=details or {}, last_seen=moment
             )
+            alert_notify_staff(alert)
     except Exception:  # the database may be the thing that is down
         logger.exception("Could not record rate limiter alert %s", kind)
 

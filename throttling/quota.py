@@ -25,6 +25,7 @@ from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError
 
 from .models import TokenUsage
+from .notices import quota_thresholds_notify
 from .selectors import limiter_config_get, month_start, next_month_start
 
 # Retry-After when the quota is held by replies in flight rather than used up: they give back
@@ -87,6 +88,7 @@ def tokens_settle(
         completion_tokens=F("completion_tokens") + max(0, completion_tokens),
     )
     cache_bump(scope=user_scope(user_id))  # GET me/ shows tokens used: invalidate on commit
+    quota_thresholds_notify(user_id=user_id)
 
 
 def _quota_exceeded(*, quota: int, used: int, reserved: int, needed: int) -> ApplicationError:

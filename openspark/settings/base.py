@@ -221,6 +221,29 @@ METRICS_COLLECTORS = [
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 METRICS_WORKER_ADDR = env("METRICS_WORKER_ADDR", default="127.0.0.1")
 
+# --- Tasks: retries, records, dead letters (openspark/core/taskbase.py, docs/operations.md)
+# Every product task retries what it retries with exponential backoff and full jitter:
+# a random wait up to min(BACKOFF_MAX, BACKOFF x 2^retry) seconds, at most MAX_RETRIES times;
+# then it is a dead letter (admin) that staff retry or discard.
+TASK_MAX_RETRIES = env.int("TASK_MAX_RETRIES", default=5)
+TASK_RETRY_BACKOFF = env.int("TASK_RETRY_BACKOFF", default=2)
+TASK_RETRY_BACKOFF_MAX = env.int("TASK_RETRY_BACKOFF_MAX", default=600)
+# Task records and their Celery results are deleted together, this many days after their last
+# change (beat `tasks_expire`); Celery's own result cleanup is off so they never part.
+TASK_RETENTION_DAYS = env.int("TASK_RETENTION_DAYS", default=7)
+CELERY_RESULT_EXPIRES = None
+# A task no worker reported on this long after it was queued (or, once started, this long
+# past the hard time limit) reads `LOST`: above the broker's visibility timeout (1 h), so a
+# redelivery gets its chance first.
+TASK_LOST_AFTER_SECONDS = env.int("TASK_LOST_AFTER_SECONDS", default=2 * 3600)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "tasks-expire": {"task": "tasks_expire", "schedule": 3600.0},
+}
+# An open page counts as present for this long without a refresh (its socket refreshes every
+# third of it): "is a page open?" for notifications of replies that finished unseen.
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
+
 # --- Vector store ---------------------------------------------------------------------------
 # Milvus Lite's gRPC server (started by the runner) or a Milvus server URL.
 MILVUS_URI = env("MILVUS_URI", default="")
@@ -387,6 +410,9 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="OpenSpark <noreply@local
 EMAIL_URL = env("EMAIL_URL", default="")
 if EMAIL_URL:
     vars().update(env.email_url("EMAIL_URL"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)  # seconds per SMTP operation
+# The product's public address: links in notification e-mails (none when empty).
+SITE_URL = env("SITE_URL", default="")
 
 # --- Chat (conversations) -------------------------------------------------------------------
 # Read lazily by conversations/ (getattr with the same defaults), so tests can override them.

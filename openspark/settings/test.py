@@ -61,3 +61,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
     "KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START", default=False
 )
+
+# Retries back off for at most a second in tests (the policy is the same, only shorter), and
+# a task gives up after two, so dead letters appear in seconds.
+TASK_RETRY_BACKOFF = env.int("TASK_RETRY_BACKOFF", default=1)
+TASK_RETRY_BACKOFF_MAX = env.int("TASK_RETRY_BACKOFF_MAX", default=1)
+TASK_MAX_RETRIES = env.int("TASK_MAX_RETRIES", default=2)

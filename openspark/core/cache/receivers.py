@@ -8,12 +8,14 @@ from django.db import transaction
 
 
 def _warm_on_login(sender, request, user, **kwargs) -> None:
+    from openspark.core.services import task_enqueue
+
     from .tasks import cache_warm_logins
     from .warmup import login_warm_schedule
 
     def schedule():
         if login_warm_schedule(user_id=user.pk):
-            cache_warm_logins.delay()
+            task_enqueue(task=cache_warm_logins, user=user)
 
     # robust: a broker outage must not turn a successful login into an error.
     transaction.on_commit(schedule, robust=True)

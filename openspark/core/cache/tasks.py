@@ -2,6 +2,8 @@
 
 from celery import shared_task
 
+from openspark.core.services import task_progress_step
+
 from .warmup import cache_warm_hot_documents_run, cache_warm_logins_run, cache_warm_user_run
 
 
@@ -18,7 +20,11 @@ def cache_warm_logins() -> int:
 
 @shared_task(name="cache_warm_users", soft_time_limit=600, time_limit=660)
 def cache_warm_users(user_ids: list[int]) -> int:
-    return sum(cache_warm_user_run(user_id=user_id) for user_id in user_ids)
+    warmed = 0
+    for done, user_id in enumerate(user_ids, start=1):
+        warmed += cache_warm_user_run(user_id=user_id)
+        task_progress_step(done=done, total=len(user_ids))
+    return warmed
 
 
 @shared_task(name="cache_warm_hot_documents", soft_time_limit=600, time_limit=660)

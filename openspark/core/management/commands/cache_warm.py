@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 
 from openspark.core.cache.tasks import cache_warm_hot_documents, cache_warm_users
 from openspark.core.cache.warmup import cache_warm_hot_documents_run, cache_warm_user_run
+from openspark.core.services import task_enqueue
 
 
 class Command(BaseCommand):
@@ -34,9 +35,9 @@ class Command(BaseCommand):
             documents = True  # the periodic use: `manage.py cache_warm`
         if queue:
             if user_ids:
-                cache_warm_users.delay(user_ids)
+                task_enqueue(task=cache_warm_users, args=[user_ids])
             if documents:
-                cache_warm_hot_documents.delay(limit)
+                task_enqueue(task=cache_warm_hot_documents, args=[limit])
             self.stdout.write(f"queued: users={len(user_ids)} documents={documents}")
             return
         warmed_users = sum(cache_warm_user_run(user_id=uid) for uid in user_ids)
