@@ -6,6 +6,7 @@ from django.utils import translation
 
 from accounts.views import ACCOUNT_JS_STRINGS
 from conversations.pages import CHAT_JS_STRINGS
+from knowledge.admin import EVALUATION_JS_STRINGS
 from knowledge.pages import KNOWLEDGE_JS_STRINGS
 from openspark.core.pages import js_strings
 from throttling.dashboard import METRICS_JS_STRINGS
@@ -13,8 +14,14 @@ from throttling.dashboard import METRICS_JS_STRINGS
 
 @pytest.mark.parametrize(
     "strings",
-    [ACCOUNT_JS_STRINGS, CHAT_JS_STRINGS, KNOWLEDGE_JS_STRINGS, METRICS_JS_STRINGS],
-    ids=["account", "chat", "knowledge", "admin-metrics"],
+    [
+        ACCOUNT_JS_STRINGS,
+        CHAT_JS_STRINGS,
+        KNOWLEDGE_JS_STRINGS,
+        METRICS_JS_STRINGS,
+        EVALUATION_JS_STRINGS,
+    ],
+    ids=["account", "chat", "knowledge", "admin-metrics", "admin-evaluation"],
 )
 def test_page_strings_are_translated(strings):
     with translation.override("en"):
