@@ -1,5 +1,5 @@
 """Writes for knowledge bases: uploads, the vectorisation pipeline, re-indexing, deletes, the
-periodic sweep and rebuilding the vector store from the database.
+periodic sweep, rebuilding the vector store from the database, and staff evaluation runs.
 
 Invariants:
 - Chunk rows are the truth; a Milvus row exists only for a Chunk row (the sweep removes
