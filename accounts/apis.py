@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from openspark.core.pagination import PageNumberPagination
+from openspark.core.schema import ErrorSerializer
 from throttling.selectors import next_month_start
 from throttling.services import limiter_usage_get
 
@@ -68,16 +69,6 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     revoked_at = serializers.DateTimeField(allow_null=True)
     last_used_at = serializers.DateTimeField(allow_null=True)
     is_active = serializers.BooleanField()
-
-
-class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.DictField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorBodySerializer()
 
 
 # What the schema says of the key-management operations (BrowserSessionOnly).

@@ -121,10 +121,6 @@ def load_manpages(folder: Path, limit: int) -> list[tuple[str, str, str]]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q))
-
-
 def ingest(base, user, pages, *, workers: int = 1) -> dict:
     """Upload and vectorize every page; `workers` documents at a time, in threads, as the
     Celery worker's thread pool runs them (the embedder's lanes are shared between them)."""
@@ -186,21 +182,22 @@ def report_ingest(label: str, result: dict) -> None:
 def quality(
     base, pages, doc_ids: dict[str, int], modes=("vector", "keyword", "hybrid")
 ) -> dict[str, tuple[float, float]]:
+    """(recall@5, MRR@5) per mode, measured as the staff evaluation runs measure
+    (knowledge/evaluation.py)."""
     from knowledge import retrieval
+    from knowledge.evaluation import first_relevant_rank, mean_reciprocal_rank, recall_at
 
     scores = {}
     for mode in modes:
-        hits_at_5, reciprocal = 0, 0.0
+        ranks = []
         for command, question, _body in pages:
             hits = retrieval.search(
                 knowledge_bases=[base], query=question, top_k=5, mode=mode,
                 score_threshold=-1.0, use_cache=False,
             )  # fmt: skip
-            ranks = [i for i, h in enumerate(hits, 1) if h.chunk.document_id == doc_ids[command]]
-            if ranks:
-                hits_at_5 += 1
-                reciprocal += 1 / ranks[0]
-        scores[mode] = (hits_at_5 / len(pages), reciprocal / len(pages))
+            expected = doc_ids[command]
+            ranks.append(first_relevant_rank(hits, lambda h, e=expected: h.chunk.document_id == e))
+        scores[mode] = (recall_at(ranks, 5), mean_reciprocal_rank(ranks))
     return scores
 
 
@@ -267,6 +264,7 @@ def latency(pages_en, *, sizes=(10_000, 100_000), queries=100) -> None:
 
 
 def _measure(label, store, collection, vectors, kb_ids, questions) -> None:
+    from knowledge.evaluation import percentile
     from knowledge.retrieval import embed_query
 
     model = "local/all-MiniLM-L6-v2"

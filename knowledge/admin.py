@@ -1,6 +1,7 @@
 """Staff tools: multi-file upload into a base, documents with live status and progress,
-re-index / retry / delete actions (through the services, so vectors follow), and a retrieval
-test page that shows the ranked chunks and their scores for a query."""
+re-index / retry / delete actions (through the services, so vectors follow), a retrieval
+test page that shows the ranked chunks and their scores for a query, and an evaluation page
+per base (question sets, runs with their report, the history of runs as a chart)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,25 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from openspark.core.errors import ApplicationError
+from openspark.core.pages import js_strings
 
-from .models import Chunk, Document, KnowledgeBase
-from .selectors import chunk_search
+from .evaluation import MODES
+from .models import Chunk, Document, EvaluationModeMetrics, KnowledgeBase
+from .selectors import (
+    chunk_search,
+    evaluation_history,
+    evaluation_metrics_by_mode,
+    evaluation_run_list,
+    evaluation_run_misses,
+    evaluation_set_list,
+)
 from .services import (
     document_delete,
     document_reindex,
     documents_upload,
+    evaluation_run_start,
+    evaluation_set_create,
+    evaluation_set_delete,
     knowledge_base_delete,
     knowledge_base_reindex,
 )
@@ -67,6 +80,122 @@ class RetrievalTestForm(forms.Form):
             ("keyword", _("Keyword only")),
         ],
     )
+
+
+class EvaluationSetForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200, required=False)
+    file = forms.FileField(
+        label=_("Question file"),
+        help_text=_(
+            "CSV with a header row (question, document and/or answer) or JSON Lines; UTF-8."
+        ),
+    )
+
+
+EVALUATION_JS_STRINGS = {
+    "title": _("Runs of this set over time"),
+    "mrr": _("MRR"),
+    "recall5": _("Recall@5"),
+    "hybrid": _("Hybrid"),
+    "vector": _("Vector"),
+    "keyword": _("Keyword"),
+    "chunk": _("chunks %(size)s/%(overlap)s"),
+    "noData": _("No completed run yet."),
+}
+
+# The report's rows: (label, field, format) per figure, the modes side by side.
+REPORT_ROWS = [
+    (_("Recall@1"), "recall_at_1", "{:.3f}"),
+    (_("Recall@5"), "recall_at_5", "{:.3f}"),
+    (_("Recall@10"), "recall_at_10", "{:.3f}"),
+    (_("MRR"), "mrr", "{:.3f}"),
+    (_("Latency p50 (ms)"), "latency_p50_ms", "{:.1f}"),
+    (_("Latency p95 (ms)"), "latency_p95_ms", "{:.1f}"),
+    (_("Missed (not within top k)"), "misses", "{}"),
+]
+MISSES_SHOWN = 200
+
+
+def _report_rows(by_mode: dict) -> list[tuple[str, list[str]]]:
+    return [
+        (label, [fmt.format(getattr(by_mode[m], field)) if by_mode[m] else "-" for m in MODES])
+        for label, field, fmt in REPORT_ROWS
+    ]
+
+
+def _evaluate_view(model_admin: admin.ModelAdmin, request, base: KnowledgeBase):
+    url = reverse("admin:knowledge_knowledgebase_evaluate", args=[base.id])
+    sets = list(evaluation_set_list(knowledge_base=base))
+    form = EvaluationSetForm()
+    if request.method == "POST":
+        action = request.POST.get("action")
+        chosen = next((s for s in sets if str(s.id) == request.POST.get("set")), None)
+        try:
+            if action == "upload":
+                form = EvaluationSetForm(request.POST, request.FILES)
+                if form.is_valid():
+                    created = evaluation_set_create(
+                        knowledge_base=base,
+                        user=request.user,
+                        upload=form.cleaned_data["file"],
+                        name=form.cleaned_data["name"],
+                    )
+                    count = created.question_count
+                    messages.success(
+                        request,
+                        ngettext("%(n)d question uploaded.", "%(n)d questions uploaded.", count)
+                        % {"n": count},
+                    )
+                    return redirect(f"{url}?set={created.id}")
+            elif action == "start" and chosen is not None:
+                run, _task_id = evaluation_run_start(evaluation_set=chosen, user=request.user)
+                messages.success(request, _("Run queued."))
+                return redirect(f"{url}?set={chosen.id}&run={run.id}")
+            elif action == "delete" and chosen is not None:
+                evaluation_set_delete(evaluation_set=chosen)
+                messages.success(request, _("Set and its runs deleted."))
+                return redirect(url)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            rows = exc.details.get("errors") or []
+            for error in rows[:20]:
+                messages.error(request, _("Row %(row)s: %(message)s") % error)
+    selected = next((s for s in sets if str(s.id) == request.GET.get("set")), None)
+    selected = selected or (sets[0] if sets else None)
+    runs, run, by_mode, misses, history = [], None, {}, [], []
+    if selected is not None:
+        runs = list(evaluation_run_list(knowledge_base=base, evaluation_set_id=selected.id))
+        run = next((r for r in runs if str(r.id) == request.GET.get("run")), None)
+        run = run or (runs[0] if runs else None)
+        history = evaluation_history(evaluation_set=selected)
+    if run is not None:
+        by_mode = evaluation_metrics_by_mode(run=run)
+        labels = dict(EvaluationModeMetrics.Mode.choices)
+        for result in evaluation_run_misses(run=run)[:MISSES_SHOWN]:
+            # Modes in the report's order, with their translated names.
+            result.retrieved_by_mode = [
+                (labels[mode], result.retrieved[mode]) for mode in MODES if mode in result.retrieved
+            ]
+            misses.append(result)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "original": base,
+        "title": _("Evaluate retrieval of “%(name)s”") % {"name": base.name},
+        "form": form,
+        "sets": sets,
+        "selected_set": selected,
+        "runs": runs,
+        "run": run,
+        "modes": MODES,
+        "report_rows": _report_rows(by_mode) if run and run.status == "completed" else [],
+        "misses": misses,
+        "history": history,
+        "js_strings": js_strings(EVALUATION_JS_STRINGS),
+        # The page reloads itself while the run shown is unfinished, so progress moves.
+        "auto_refresh_seconds": 3 if run is not None and not run.finished else 0,
+    }
+    return TemplateResponse(request, "admin/knowledge/evaluate.html", context)
 
 
 def _documents_url(knowledge_base_id: int) -> str:
@@ -121,13 +250,15 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     @admin.display(description=_("Tools"))
     def tools(self, base):
         return format_html(
-            '<a href="{}">{}</a> · <a href="{}">{}</a> · <a href="{}">{}</a>',
+            '<a href="{}">{}</a> · <a href="{}">{}</a> · <a href="{}">{}</a> · <a href="{}">{}</a>',
             reverse("admin:knowledge_knowledgebase_upload", args=[base.id]),
             _("Upload"),
             _documents_url(base.id),
             _("Documents"),
             reverse("admin:knowledge_retrieval_test") + f"?knowledge_bases={base.id}",
             _("Retrieval test"),
+            reverse("admin:knowledge_knowledgebase_evaluate", args=[base.id]),
+            _("Evaluate"),
         )
 
     def get_urls(self):
@@ -136,6 +267,11 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
                 "<id:knowledge_base_id>/upload/",
                 self.admin_site.admin_view(self.upload_view),
                 name="knowledge_knowledgebase_upload",
+            ),
+            path(
+                "<id:knowledge_base_id>/evaluate/",
+                self.admin_site.admin_view(self.evaluate_view),
+                name="knowledge_knowledgebase_evaluate",
             ),
             path(
                 "retrieval-test/",
@@ -184,6 +320,12 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
 
     def retrieval_test_view(self, request):
         return _retrieval_test_view(self, request)
+
+    def evaluate_view(self, request, knowledge_base_id: int):
+        base = get_object_or_404(KnowledgeBase, id=knowledge_base_id)
+        if not self.has_change_permission(request, base):
+            return redirect("admin:index")
+        return _evaluate_view(self, request, base)
 
     @admin.action(description=_("Re-index the selected knowledge bases"))
     def reindex_bases(self, request, queryset):

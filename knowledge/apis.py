@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,13 +20,21 @@ from openspark.core.body_limit import upload_body_limit
 from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
+from openspark.core.schema import ErrorSerializer
 
-from .models import Document, KnowledgeBase
+from .models import Document, EvaluationResult, EvaluationRun, EvaluationSet, KnowledgeBase
 from .selectors import (
     chunk_search,
     document_get_readable,
     document_get_writable,
     document_list,
+    evaluation_base_get,
+    evaluation_metrics_by_mode,
+    evaluation_run_get,
+    evaluation_run_list,
+    evaluation_run_misses,
+    evaluation_set_get,
+    evaluation_set_list,
     knowledge_base_get_readable,
     knowledge_base_get_writable,
     knowledge_base_list_readable,
@@ -30,6 +44,9 @@ from .services import (
     document_delete,
     document_reindex,
     documents_upload,
+    evaluation_run_start,
+    evaluation_set_create,
+    evaluation_set_delete,
     knowledge_base_create,
     knowledge_base_delete,
     knowledge_base_update,
@@ -297,3 +314,295 @@ class KnowledgeSearchApi(APIView):
             {"rank": rank, **self.HitSerializer(hit).data} for rank, hit in enumerate(hits, start=1)
         ]
         return Response({"query": params["query"], "results": results})
+
+
+# --- retrieval evaluation (staff) --------------------------------------------------------------
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+def _page_of(serializer_class, *, name: str) -> serializers.Serializer:
+    """The paginated envelope of a list (PageNumberPagination), for the schema."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )
+
+
+STAFF_ERRORS = {
+    401: _error("`not_authenticated`."),
+    403: _error("`permission_denied`: only staff evaluate retrieval."),
+    404: _error("`not_found`: no knowledge base with this id, or no such set or run in it."),
+}
+
+
+class EvaluationSetOutputSerializer(serializers.ModelSerializer):
+    knowledge_base_id = serializers.IntegerField()
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+
+    class Meta:
+        model = EvaluationSet
+        fields = ["id", "knowledge_base_id", "name", "filename", "file_type", "question_count",
+                  "created_by", "created_at"]  # fmt: skip
+
+
+class EvaluationQuestionSerializer(serializers.Serializer):
+    row = serializers.IntegerField(help_text="CSV: record number, the header being 1; JSONL: line.")
+    question = serializers.CharField()
+    document = serializers.CharField(help_text="Expected document as written (id or title).")
+    answer = serializers.CharField(help_text="Expected answer string; empty when not given.")
+
+
+class EvaluationModeMetricsSerializer(serializers.Serializer):
+    recall_at_1 = serializers.FloatField()
+    recall_at_5 = serializers.FloatField()
+    recall_at_10 = serializers.FloatField()
+    mrr = serializers.FloatField(help_text="Mean reciprocal rank over the first 10 passages.")
+    latency_p50_ms = serializers.FloatField()
+    latency_p95_ms = serializers.FloatField()
+    misses = serializers.IntegerField(help_text="Questions not answered within the base's top_k.")
+
+
+class EvaluationMetricsSerializer(serializers.Serializer):
+    hybrid = EvaluationModeMetricsSerializer(allow_null=True)
+    vector = EvaluationModeMetricsSerializer(allow_null=True)
+    keyword = EvaluationModeMetricsSerializer(allow_null=True)
+
+
+class EvaluationSettingsSerializer(serializers.Serializer):
+    chunk_size = serializers.IntegerField()
+    chunk_overlap = serializers.IntegerField()
+    embedding_model = serializers.CharField()
+    top_k = serializers.IntegerField()
+    score_threshold = serializers.FloatField()
+    documents = serializers.IntegerField(help_text="Ready documents when the run started.")
+    chunks = serializers.IntegerField()
+    depth = serializers.IntegerField(help_text="Passages retrieved per question and mode.")
+
+
+class EvaluationRunOutputSerializer(serializers.ModelSerializer):
+    evaluation_set_id = serializers.IntegerField()
+    evaluation_set_name = serializers.CharField(source="evaluation_set.name")
+    settings = EvaluationSettingsSerializer(source="settings_snapshot")
+    metrics = serializers.SerializerMethodField()
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+
+    class Meta:
+        model = EvaluationRun
+        fields = ["id", "evaluation_set_id", "evaluation_set_name", "status", "progress", "error",
+                  "task_id", "settings", "metrics", "created_by", "created_at", "started_at",
+                  "finished_at", "duration_seconds"]  # fmt: skip
+
+    @extend_schema_field(EvaluationMetricsSerializer)
+    def get_metrics(self, run) -> dict:
+        by_mode = evaluation_metrics_by_mode(run=run)
+        return {
+            mode: EvaluationModeMetricsSerializer(metrics).data if metrics else None
+            for mode, metrics in by_mode.items()
+        }
+
+
+class EvaluationRetrievedSerializer(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    document_title = serializers.CharField()
+    chunk_id = serializers.IntegerField()
+    snippet = serializers.CharField()
+
+
+class EvaluationRanksSerializer(serializers.Serializer):
+    hybrid = serializers.IntegerField(allow_null=True)
+    vector = serializers.IntegerField(allow_null=True)
+    keyword = serializers.IntegerField(allow_null=True)
+
+
+class EvaluationRetrievedByModeSerializer(serializers.Serializer):
+    hybrid = EvaluationRetrievedSerializer(many=True, required=False)
+    vector = EvaluationRetrievedSerializer(many=True, required=False)
+    keyword = EvaluationRetrievedSerializer(many=True, required=False)
+
+
+class EvaluationMissSerializer(serializers.ModelSerializer):
+    ranks = EvaluationRanksSerializer(
+        help_text="Rank of the first relevant passage per mode; null: not in the first 10."
+    )
+    retrieved = EvaluationRetrievedByModeSerializer(
+        help_text="Per mode that missed (not within top_k): the passages retrieved instead."
+    )
+
+    class Meta:
+        model = EvaluationResult
+        fields = ["row", "question", "expected_document", "expected_document_id",
+                  "expected_answer", "ranks", "retrieved"]  # fmt: skip
+
+
+class EvaluationSetListUploadApi(APIView):
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class UploadSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="A .csv or .jsonl question file, UTF-8.")
+        name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    @extend_schema(
+        responses={
+            200: _page_of(EvaluationSetOutputSerializer, name="EvaluationSetPage"),
+            **STAFF_ERRORS,
+        },
+        operation_id="knowledge_evaluation_sets_list",
+    )
+    def get(self, request, knowledge_base_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(evaluation_set_list(knowledge_base=base), request, self)
+        return paginator.get_paginated_response(EvaluationSetOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": UploadSerializer},
+        responses={
+            201: EvaluationSetOutputSerializer,
+            400: _error(
+                "`validation_error`: the file cannot be read, or rows are wrong — "
+                "`details.errors` lists them [{row, message}] (`details.error_count` in all)."
+            ),
+            413: _error("`file_too_large`: past KNOWLEDGE_EVAL_MAX_UPLOAD_BYTES."),
+            415: _error("`unsupported_file_type`: not .csv or .jsonl."),
+            **STAFF_ERRORS,
+        },
+        operation_id="knowledge_evaluation_sets_upload",
+        description="Multipart: `file` (CSV with a header row, or JSON Lines) and an optional "
+        "`name`. Columns/keys: `question`, and `document` (id or title) and/or `answer`.",
+    )
+    def post(self, request, knowledge_base_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        serializer = self.UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        created = evaluation_set_create(
+            knowledge_base=base,
+            user=request.user,
+            upload=serializer.validated_data["file"],
+            name=serializer.validated_data.get("name", ""),
+        )
+        return Response(EvaluationSetOutputSerializer(created).data, status=status.HTTP_201_CREATED)
+
+
+class EvaluationSetDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class OutputSerializer(EvaluationSetOutputSerializer):
+        questions = EvaluationQuestionSerializer(many=True)
+
+        class Meta(EvaluationSetOutputSerializer.Meta):
+            fields = [*EvaluationSetOutputSerializer.Meta.fields, "questions"]
+
+    @extend_schema(
+        responses={200: OutputSerializer, **STAFF_ERRORS},
+        operation_id="knowledge_evaluation_sets_get",
+    )
+    def get(self, request, knowledge_base_id: int, evaluation_set_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        found = evaluation_set_get(knowledge_base=base, evaluation_set_id=evaluation_set_id)
+        return Response(self.OutputSerializer(found).data)
+
+    @extend_schema(
+        responses={204: None, **STAFF_ERRORS},
+        operation_id="knowledge_evaluation_sets_delete",
+        description="Deletes the set and all its runs.",
+    )
+    def delete(self, request, knowledge_base_id: int, evaluation_set_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        found = evaluation_set_get(knowledge_base=base, evaluation_set_id=evaluation_set_id)
+        evaluation_set_delete(evaluation_set=found)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EvaluationRunListStartApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class FilterSerializer(serializers.Serializer):
+        evaluation_set_id = IdField(required=False, help_text="Only this set's runs.")
+
+    class StartSerializer(serializers.Serializer):
+        evaluation_set_id = IdField()
+
+    class StartedSerializer(serializers.Serializer):
+        run = EvaluationRunOutputSerializer()
+        task_id = serializers.CharField(help_text="Follow it at GET /api/v1/tasks/{task_id}/.")
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={
+            200: _page_of(EvaluationRunOutputSerializer, name="EvaluationRunPage"),
+            400: _error("`validation_error`: `evaluation_set_id` is not an id."),
+            **STAFF_ERRORS,
+        },
+        operation_id="knowledge_evaluation_runs_list",
+    )
+    def get(self, request, knowledge_base_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        runs = evaluation_run_list(
+            knowledge_base=base, evaluation_set_id=params.validated_data.get("evaluation_set_id")
+        )
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(runs, request, self)
+        return paginator.get_paginated_response(EvaluationRunOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=StartSerializer,
+        responses={
+            202: StartedSerializer,
+            400: _error("`validation_error`: `evaluation_set_id` missing or not an id."),
+            409: _error(
+                "`conflict`: documents of the base are still being processed, it has none "
+                "ready, or a run of this set is already in progress (`details.run_id`)."
+            ),
+            **STAFF_ERRORS,
+        },
+        operation_id="knowledge_evaluation_runs_start",
+        description="Runs every question of the set in hybrid, vector and keyword mode in the "
+        "background (default queue).",
+    )
+    def post(self, request, knowledge_base_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        serializer = self.StartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        found = evaluation_set_get(
+            knowledge_base=base, evaluation_set_id=serializer.validated_data["evaluation_set_id"]
+        )
+        run, task_id = evaluation_run_start(evaluation_set=found, user=request.user)
+        data = {"run": EvaluationRunOutputSerializer(run).data, "task_id": task_id}
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+
+class EvaluationRunDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class OutputSerializer(EvaluationRunOutputSerializer):
+        question_count = serializers.IntegerField(source="evaluation_set.question_count")
+        misses = serializers.SerializerMethodField()
+
+        class Meta(EvaluationRunOutputSerializer.Meta):
+            fields = [*EvaluationRunOutputSerializer.Meta.fields, "question_count", "misses"]
+
+        @extend_schema_field(EvaluationMissSerializer(many=True))
+        def get_misses(self, run) -> list:
+            return EvaluationMissSerializer(evaluation_run_misses(run=run), many=True).data
+
+    @extend_schema(
+        responses={200: OutputSerializer, **STAFF_ERRORS},
+        operation_id="knowledge_evaluation_runs_get",
+        description="Status and progress; once completed, the figures per mode and every "
+        "question missed in at least one mode, with what was retrieved instead.",
+    )
+    def get(self, request, knowledge_base_id: int, run_id: int):
+        base = evaluation_base_get(user=request.user, knowledge_base_id=knowledge_base_id)
+        run = evaluation_run_get(knowledge_base=base, run_id=run_id)
+        return Response(self.OutputSerializer(run).data)

@@ -118,3 +118,122 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class EvaluationSet(models.Model):
+    """Questions with known answers for one base, uploaded by staff (CSV or JSON Lines) and
+    validated on upload; `questions` holds [{row, question, document, answer}] as written
+    (knowledge/evaluation.py). Expected documents are looked up again at each run, by id or
+    title, so a set outlives re-indexing and re-uploads."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="evaluation_sets"
+    )
+    name = models.CharField(max_length=200)
+    filename = models.CharField(max_length=255)
+    file_type = models.CharField(max_length=10)
+    questions = models.JSONField(default=list)
+    question_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EvaluationRun(models.Model):
+    """One run of a set against its base as it is now: every question searched in each mode.
+    `settings_snapshot` is the base's configuration at the start (chunk size and overlap,
+    embedding model, top_k, score threshold, documents and chunks), so runs can be compared
+    over time."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        COMPLETED = "completed", _("Completed")
+        FAILED = "failed", _("Failed")
+
+    evaluation_set = models.ForeignKey(EvaluationSet, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    settings_snapshot = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_set} #{self.id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.COMPLETED, self.Status.FAILED)
+
+
+class EvaluationModeMetrics(models.Model):
+    """A completed run's figures for one retrieval mode (knowledge/evaluation.py defines
+    them): recall at 1, 5 and 10, MRR (over the first 10), search latency percentiles."""
+
+    class Mode(models.TextChoices):
+        HYBRID = "hybrid", _("Hybrid")
+        VECTOR = "vector", _("Vector")
+        KEYWORD = "keyword", _("Keyword")
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="metrics")
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    recall_at_1 = models.FloatField()
+    recall_at_5 = models.FloatField()
+    recall_at_10 = models.FloatField()
+    mrr = models.FloatField()
+    latency_p50_ms = models.FloatField()
+    latency_p95_ms = models.FloatField()
+    misses = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "mode"], name="one_figure_set_per_run_mode")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.mode}"
+
+
+class EvaluationResult(models.Model):
+    """One question of a completed run: its rank in each mode (null: not in the first 10)
+    and, for each mode where it missed (not in the base's top_k), what came instead
+    ({mode: [{document_id, document_title, chunk_id, snippet}]})."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="results")
+    row = models.PositiveIntegerField()
+    question = models.TextField()
+    expected_document = models.CharField(max_length=255, blank=True)
+    expected_document_id = models.BigIntegerField(null=True, blank=True)
+    expected_answer = models.TextField(blank=True)
+    ranks = models.JSONField(default=dict)
+    retrieved = models.JSONField(default=dict)
+    missed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["run", "row"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "row"], name="one_result_per_run_row")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} row {self.row}"

@@ -5,15 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
 from openspark.core.errors import ApplicationError, NotFound
 from openspark.llm.base import Passage, estimate_tokens
 from throttling.selectors import plan_for_user
 
-from . import retrieval
-from .models import Document, KnowledgeBase
+from . import evaluation, retrieval
+from .models import (
+    Document,
+    EvaluationModeMetrics,
+    EvaluationResult,
+    EvaluationRun,
+    EvaluationSet,
+    KnowledgeBase,
+)
 
 
 def knowledge_base_list_readable(*, user) -> QuerySet[KnowledgeBase]:
@@ -239,3 +246,99 @@ def _trim_to_tokens(text: str, budget: int) -> str:
 def document_error_get(*, document_id: int) -> str:
     """Why a document failed (for its task's state), empty if it did not."""
     return Document.objects.filter(id=document_id).values_list("error", flat=True).first() or ""
+
+
+# --- retrieval evaluation (staff only) ---------------------------------------------------------
+
+
+def evaluation_base_get(*, user, knowledge_base_id: int) -> KnowledgeBase:
+    """A base to evaluate: staff only (403 for anyone else, whatever they may read), 404 for
+    an unknown id."""
+    if not user.is_staff:
+        raise ApplicationError(
+            _("Only staff can evaluate retrieval."), code="permission_denied", status_code=403
+        )
+    base = KnowledgeBase.objects.filter(id=knowledge_base_id).first()
+    if base is None:
+        raise NotFound(_("No knowledge base with this id."))
+    return base
+
+
+def evaluation_set_list(*, knowledge_base: KnowledgeBase) -> QuerySet[EvaluationSet]:
+    return knowledge_base.evaluation_sets.select_related("created_by").order_by(
+        "-created_at", "-id"
+    )
+
+
+def evaluation_set_get(*, knowledge_base: KnowledgeBase, evaluation_set_id: int) -> EvaluationSet:
+    found = evaluation_set_list(knowledge_base=knowledge_base).filter(id=evaluation_set_id).first()
+    if found is None:
+        raise NotFound(_("No evaluation set with this id in this knowledge base."))
+    return found
+
+
+def evaluation_run_list(
+    *, knowledge_base: KnowledgeBase, evaluation_set_id: int | None = None
+) -> QuerySet[EvaluationRun]:
+    """Newest first, with their sets and figures."""
+    runs = EvaluationRun.objects.filter(evaluation_set__knowledge_base=knowledge_base)
+    if evaluation_set_id is not None:
+        runs = runs.filter(evaluation_set_id=evaluation_set_id)
+    return (
+        runs.select_related("evaluation_set", "created_by")
+        .prefetch_related(Prefetch("metrics", queryset=EvaluationModeMetrics.objects.all()))
+        .order_by("-created_at", "-id")
+    )
+
+
+def evaluation_run_get(*, knowledge_base: KnowledgeBase, run_id: int) -> EvaluationRun:
+    run = evaluation_run_list(knowledge_base=knowledge_base).filter(id=run_id).first()
+    if run is None:
+        raise NotFound(_("No evaluation run with this id in this knowledge base."))
+    return run
+
+
+def evaluation_run_misses(*, run: EvaluationRun) -> QuerySet[EvaluationResult]:
+    """The questions a run missed in at least one mode, in file order."""
+    return run.results.filter(missed=True).order_by("row")
+
+
+def evaluation_metrics_by_mode(*, run: EvaluationRun) -> dict[str, EvaluationModeMetrics | None]:
+    """{hybrid, vector, keyword} → the run's figures (None until it completed)."""
+    found = {metrics.mode: metrics for metrics in run.metrics.all()}
+    return {mode: found.get(mode) for mode in evaluation.MODES}
+
+
+HISTORY_RUNS = 30
+
+
+def evaluation_history(*, evaluation_set: EvaluationSet) -> list[dict]:
+    """The set's last completed runs, oldest first, with the settings they ran under: the
+    admin's history chart."""
+    runs = list(
+        evaluation_run_list(
+            knowledge_base=evaluation_set.knowledge_base, evaluation_set_id=evaluation_set.id
+        ).filter(status=EvaluationRun.Status.COMPLETED)[:HISTORY_RUNS]
+    )
+    history = []
+    for run in reversed(runs):
+        snapshot = run.settings_snapshot
+        history.append(
+            {
+                "id": run.id,
+                "created_at": run.created_at.isoformat(),
+                "chunk_size": snapshot.get("chunk_size"),
+                "chunk_overlap": snapshot.get("chunk_overlap"),
+                "embedding_model": snapshot.get("embedding_model"),
+                "metrics": {
+                    metrics.mode: {
+                        "recall_at_1": metrics.recall_at_1,
+                        "recall_at_5": metrics.recall_at_5,
+                        "recall_at_10": metrics.recall_at_10,
+                        "mrr": metrics.mrr,
+                    }
+                    for metrics in run.metrics.all()
+                },
+            }
+        )
+    return history

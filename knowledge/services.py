@@ -1,5 +1,5 @@
 """Writes for knowledge bases: uploads, the vectorisation pipeline, re-indexing, deletes, the
-periodic sweep and rebuilding the vector store from the database.
+periodic sweep, rebuilding the vector store from the database, and staff evaluation runs.
 
 Invariants:
 - Chunk rows are the truth; a Milvus row exists only for a Chunk row (the sweep removes
@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from openspark.core.cache import cache_bump, user_scope
 from openspark.core.errors import ApplicationError, Conflict
@@ -36,6 +38,7 @@ from openspark.core.models import Notification
 from openspark.core.services import (
     notification_send,
     task_enqueue,
+    task_id_new,
     task_progress_set,
     task_progress_step,
 )
@@ -44,10 +47,19 @@ from throttling.models import Plan
 from throttling.selectors import plan_for_user
 
 from . import cache as retrieval_cache
+from . import evaluation, retrieval
 from .chunking import chunk_sections
 from .embedders import default_embedding_model, get_embedder
 from .metrics import document_ingested
-from .models import Chunk, Document, KnowledgeBase
+from .models import (
+    Chunk,
+    Document,
+    EvaluationModeMetrics,
+    EvaluationResult,
+    EvaluationRun,
+    EvaluationSet,
+    KnowledgeBase,
+)
 from .parsing import (
     FileTypeMismatch,
     ParseError,
@@ -739,3 +751,360 @@ def _rebuild_batch(store, collection: str, embedder, chunks: list[Chunk]) -> int
         ],
     )
     return len(chunks)
+
+
+# --- retrieval evaluation (staff) --------------------------------------------------------------
+#
+# A run searches every question of a set in each mode as deep as evaluation.DEPTH and keeps,
+# per question, the rank of the first relevant passage and, where it missed (not among the
+# base's top_k, what chat would have been given), what came instead. Invariant: a run's
+# results and figures are written once, in one transaction, by the execution that moves it
+# from `running` to `completed`; a redelivered or duplicate task finds it finished and does
+# nothing, and one that restarts an interrupted run computes everything again.
+
+MISSES_SHOWN = 5
+SNIPPET_CHARS = 240
+
+
+class EvaluationFailed(Exception):
+    """A run ended failed (it holds the same reason): raised so its task ends in FAILURE."""
+
+
+def _evaluation_file_check(*, upload: UploadedFile) -> str:
+    name = upload.name or ""
+    file_type = evaluation.file_type_of(name)
+    if file_type not in evaluation.FILE_TYPES:
+        raise UnsupportedFileType(
+            _("Upload questions as a .csv or .jsonl file."), details={"filename": name}
+        )
+    limit = settings.KNOWLEDGE_EVAL_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise FileTooLarge(
+            _("The question file is larger than the limit of %(size)s.")
+            % {"size": filesizeformat(limit)},
+            details={"filename": name, "max_bytes": limit},
+        )
+    return file_type
+
+
+@dataclass(frozen=True, slots=True)
+class _DocumentIndex:
+    """How question files name documents: an id of the base, the exact title, or the title
+    (or its name without the extension) in any case."""
+
+    ids: frozenset[int]
+    by_title: dict[str, list[int]]
+    by_folded: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, base: KnowledgeBase) -> _DocumentIndex:
+        by_title: dict[str, list[int]] = {}
+        by_folded: dict[str, list[int]] = {}
+        ids = []
+        for document_id, title in base.documents.values_list("id", "title"):
+            ids.append(document_id)
+            by_title.setdefault(title, []).append(document_id)
+            folded = {evaluation.normalise(title), evaluation.normalise(title.rsplit(".", 1)[0])}
+            for key in folded:
+                by_folded.setdefault(key, []).append(document_id)
+        return cls(frozenset(ids), by_title, by_folded)
+
+    def resolve(self, reference: str) -> tuple[int | None, str]:
+        """(document id, "") or (None, why not)."""
+        if reference.isdigit() and int(reference) in self.ids:
+            return int(reference), ""
+        found = self.by_title.get(reference) or self.by_folded.get(
+            evaluation.normalise(reference), []
+        )
+        if len(set(found)) > 1:
+            return None, _("several documents are called “%(name)s”; give its id") % {
+                "name": reference
+            }
+        if not found:
+            return None, _("no document “%(name)s” in this knowledge base") % {"name": reference}
+        return found[0], ""
+
+
+def evaluation_set_create(
+    *, knowledge_base: KnowledgeBase, user, upload: UploadedFile, name: str = ""
+) -> EvaluationSet:
+    """Parse and validate a question file for the base: 415 for a file that is not .csv or
+    .jsonl, 413 past KNOWLEDGE_EVAL_MAX_UPLOAD_BYTES, 400 naming every wrong row (a document
+    that is not in the base is wrong too). Nothing is stored unless every row is right."""
+    file_type = _evaluation_file_check(upload=upload)
+    filename = upload.name or "questions"
+    upload.seek(0)
+    try:
+        questions, errors = evaluation.parse_question_file(
+            name=filename, data=upload.read(), max_questions=settings.KNOWLEDGE_EVAL_MAX_QUESTIONS
+        )
+    except evaluation.QuestionFileError as exc:
+        raise ApplicationError(str(exc), details={"filename": filename}) from None
+    documents = _DocumentIndex.of(knowledge_base)
+    for question in questions:
+        if question.document:
+            _id, problem = documents.resolve(question.document)
+            if problem:
+                errors.append(evaluation.RowError(question.row, problem))
+    if errors:
+        errors.sort(key=lambda error: error.row)
+        shown = errors[:100]
+        rows = ", ".join(str(error.row) for error in shown[:20])
+        raise ApplicationError(
+            ngettext(
+                "%(n)d row is wrong (row %(rows)s): %(first)s",
+                "%(n)d rows are wrong (rows %(rows)s); the first: %(first)s",
+                len(errors),
+            )
+            % {"n": len(errors), "rows": rows, "first": errors[0].message},
+            details={
+                "filename": filename,
+                "error_count": len(errors),
+                "errors": [error.as_dict() for error in shown],
+            },
+        )
+    return EvaluationSet.objects.create(
+        knowledge_base=knowledge_base,
+        name=(name.strip() or filename)[:200],
+        filename=filename[:255],
+        file_type=file_type,
+        questions=[question.as_dict() for question in questions],
+        question_count=len(questions),
+        created_by=user,
+    )
+
+
+def evaluation_set_delete(*, evaluation_set: EvaluationSet) -> None:
+    """The set and its runs; a run in progress finds its row gone and stops writing."""
+    evaluation_set.delete()
+
+
+def _evaluation_snapshot(base: KnowledgeBase) -> dict:
+    return {
+        "chunk_size": base.chunk_size,
+        "chunk_overlap": base.chunk_overlap,
+        "embedding_model": base.embedding_model or default_embedding_model(),
+        "top_k": base.top_k,
+        "score_threshold": base.score_threshold,
+        "documents": base.documents.filter(status=Document.Status.READY).count(),
+        "chunks": base.chunks.count(),
+        "depth": evaluation.DEPTH,
+    }
+
+
+def evaluation_run_start(*, evaluation_set: EvaluationSet, user) -> tuple[EvaluationRun, str]:
+    """Queue a run of the set (409 while the base's documents are being processed, when it
+    has none ready, or while another run of the set is unfinished). Returns it and its task
+    id."""
+    from .tasks import evaluate_retrieval
+
+    base = evaluation_set.knowledge_base
+    busy = base.documents.filter(
+        status__in=[Document.Status.PENDING, Document.Status.PROCESSING]
+    ).count()
+    if busy:
+        raise Conflict(
+            ngettext(
+                "%(n)d document is still being processed; evaluate once it is ready.",
+                "%(n)d documents are still being processed; evaluate once they are ready.",
+                busy,
+            )
+            % {"n": busy},
+            details={"documents_in_progress": busy},
+        )
+    if not base.documents.filter(status=Document.Status.READY).exists():
+        raise Conflict(_("The knowledge base has no ready documents to search."))
+    with transaction.atomic():
+        unfinished = evaluation_set.runs.filter(
+            status__in=[EvaluationRun.Status.PENDING, EvaluationRun.Status.RUNNING]
+        ).first()
+        stuck = timezone.now() - timezone.timedelta(seconds=settings.KNOWLEDGE_STUCK_AFTER_SECONDS)
+        if unfinished is not None and (unfinished.started_at or unfinished.created_at) < stuck:
+            # Its task was lost (a worker gone for good): it will never finish by itself.
+            evaluation_run_fail(
+                run_id=unfinished.id,
+                reason=_("The run did not finish within %(s)d s and was given up.")
+                % {"s": settings.KNOWLEDGE_STUCK_AFTER_SECONDS},
+            )
+            unfinished = None
+        if unfinished is not None:
+            raise Conflict(
+                _("A run of this set is already in progress."),
+                details={"run_id": unfinished.id, "task_id": unfinished.task_id},
+            )
+        task_id = task_id_new()
+        run = EvaluationRun.objects.create(
+            evaluation_set=evaluation_set,
+            created_by=user,
+            task_id=task_id,
+            settings_snapshot=_evaluation_snapshot(base),
+        )
+        task_enqueue(task=evaluate_retrieval, args=[run.id], user=user, task_id=task_id)
+    return run, task_id
+
+
+def _run_progress(run: EvaluationRun, progress: int) -> None:
+    EvaluationRun.objects.filter(id=run.id).update(progress=progress)
+    task_progress_set(task_id=run.task_id or None, progress=progress)
+
+
+def _retrieved(hit: retrieval.Hit) -> dict:
+    text = " ".join(hit.chunk.text.split())
+    return {
+        "document_id": hit.chunk.document_id,
+        "document_title": hit.chunk.document.title,
+        "chunk_id": hit.chunk.id,
+        "snippet": text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + "…",
+    }
+
+
+def _relevance(*, document_id: int | None, question: evaluation.Question):
+    """Whether a hit answers the question: from the expected document, and containing the
+    expected answer, whichever of the two the question gives (both: both must hold)."""
+
+    def is_relevant(hit: retrieval.Hit) -> bool:
+        if question.document and hit.chunk.document_id != document_id:
+            return False
+        return not question.answer or evaluation.contains_answer(hit.chunk.text, question.answer)
+
+    return is_relevant
+
+
+def _evaluate(run: EvaluationRun, base: KnowledgeBase) -> tuple[list, list]:
+    """(figures per mode, results per question) of every question of the run's set."""
+    questions = [evaluation.Question(**q) for q in run.evaluation_set.questions]
+    documents = _DocumentIndex.of(base)
+    shown = min(base.top_k, MISSES_SHOWN)
+    ranks: dict[str, list[int | None]] = {mode: [] for mode in evaluation.MODES}
+    latencies: dict[str, list[float]] = {mode: [] for mode in evaluation.MODES}
+    results = []
+    progress = 1
+    for done, question in enumerate(questions, start=1):
+        document_id = documents.resolve(question.document)[0] if question.document else None
+        unfindable = bool(question.document) and document_id is None  # deleted since upload
+        is_relevant = _relevance(document_id=document_id, question=question)
+        # Untimed: embeds the question (the embedder keeps recent query vectors), so each
+        # mode's latency below is its search alone, the same for all three.
+        retrieval.search(
+            knowledge_bases=[base], query=question.question, top_k=1, mode="vector",
+            score_threshold=-1.0, use_cache=False,
+        )  # fmt: skip
+        row_ranks: dict[str, int | None] = {}
+        retrieved: dict[str, list[dict]] = {}
+        for mode in evaluation.MODES:
+            started = time.perf_counter()
+            hits = retrieval.search(
+                knowledge_bases=[base], query=question.question, top_k=evaluation.DEPTH,
+                score_threshold=base.score_threshold, mode=mode, use_cache=False,
+            )  # fmt: skip
+            latencies[mode].append(1000 * (time.perf_counter() - started))
+            rank = None if unfindable else evaluation.first_relevant_rank(hits, is_relevant)
+            ranks[mode].append(rank)
+            row_ranks[mode] = rank
+            if rank is None or rank > base.top_k:
+                retrieved[mode] = [_retrieved(hit) for hit in hits[:shown]]
+        results.append(
+            EvaluationResult(
+                run=run,
+                row=question.row,
+                question=question.question,
+                expected_document=question.document,
+                expected_document_id=document_id,
+                expected_answer=question.answer,
+                ranks=row_ranks,
+                retrieved=retrieved,
+                missed=bool(retrieved),
+            )
+        )
+        now = 1 + 98 * done // len(questions)
+        if now != progress:
+            progress = now
+            _run_progress(run, progress)
+    metrics = [
+        EvaluationModeMetrics(
+            run=run,
+            mode=mode,
+            misses=sum(1 for result in results if mode in result.retrieved),
+            **evaluation.summarise(ranks[mode], latencies[mode]),
+        )
+        for mode in evaluation.MODES
+    ]
+    return metrics, results
+
+
+def _evaluation_failure_reason(exc: Exception) -> str:
+    if isinstance(exc, ImproperlyConfigured):  # the base's model is not available here
+        return str(exc)
+    if isinstance(exc, LLMError):
+        return _("The embedding model failed: %(error)s") % {"error": exc.message}
+    if _is_vector_store_unavailable(exc):
+        return _("The vector store could not be reached: %(error)s") % {"error": exc}
+    return _(
+        "The evaluation failed because of an internal error; an administrator can see the logs."
+    )
+
+
+def evaluation_run_execute(*, run_id: int, task_id: str | None = None) -> str:
+    """Body of `evaluate_retrieval`: run every question, then store the figures and results
+    and mark the run completed; or mark it failed with a readable reason and raise
+    EvaluationFailed with it. Idempotent: a finished run, or a task that is not the run's
+    own, does nothing; an interrupted run starts over. Returns the run's status ("missing"
+    if it was deleted)."""
+    run = (
+        EvaluationRun.objects.select_related("evaluation_set__knowledge_base")
+        .filter(id=run_id)
+        .first()
+    )
+    if run is None:
+        return "missing"
+    if task_id and run.task_id and run.task_id != task_id:
+        return "superseded"
+    if run.finished:
+        return run.status
+    base = run.evaluation_set.knowledge_base
+    started_at, started = timezone.now(), time.perf_counter()
+    EvaluationRun.objects.filter(id=run.id).update(
+        status=EvaluationRun.Status.RUNNING,
+        started_at=started_at,
+        progress=1,
+        error="",
+        settings_snapshot=_evaluation_snapshot(base),
+    )
+    task_progress_set(task_id=run.task_id or None, progress=1)
+    try:
+        metrics, results = _evaluate(run, base)
+    except Exception as exc:
+        logger.exception("Evaluation run %s failed", run.id)
+        reason = _evaluation_failure_reason(exc)
+        evaluation_run_fail(run_id=run.id, reason=reason)
+        raise EvaluationFailed(reason) from exc
+    with transaction.atomic():
+        current = EvaluationRun.objects.select_for_update().filter(id=run.id).first()
+        if current is None:
+            return "missing"
+        if current.finished:
+            return current.status  # a duplicate execution got here first
+        EvaluationModeMetrics.objects.filter(run=current).delete()
+        EvaluationResult.objects.filter(run=current).delete()
+        EvaluationModeMetrics.objects.bulk_create(metrics)
+        EvaluationResult.objects.bulk_create(results)
+        EvaluationRun.objects.filter(id=run.id).update(
+            status=EvaluationRun.Status.COMPLETED,
+            progress=100,
+            finished_at=timezone.now(),
+            duration_seconds=round(time.perf_counter() - started, 3),
+        )
+    task_progress_set(task_id=run.task_id or None, progress=100)
+    return EvaluationRun.Status.COMPLETED
+
+
+def evaluation_run_fail(*, run_id: int, reason: str) -> str:
+    """End an unfinished run as failed with `reason` (a finished one is left as it is)."""
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    if run is None:
+        return "missing"
+    EvaluationRun.objects.filter(
+        id=run_id, status__in=[EvaluationRun.Status.PENDING, EvaluationRun.Status.RUNNING]
+    ).update(status=EvaluationRun.Status.FAILED, error=reason[:2000], finished_at=timezone.now())
+    task_progress_set(task_id=run.task_id or None, progress=100)
+    return EvaluationRun.Status.FAILED

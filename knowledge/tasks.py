@@ -1,7 +1,8 @@
-"""Celery entry points; each re-reads its rows by id and calls a service. They run on the
+"""Celery entry points; each re-reads its rows by id and calls a service. Ingestion runs on the
 ingest queue (settings.TASK_QUEUE_SETTINGS), consumed by prefork workers that enforce
 vectorize_document's time limits (VectorizeTask) and a memory limit per child
-(knowledge/apps.py)."""
+(knowledge/apps.py); the sweep and retrieval evaluation (searches, no parsing) on the default
+queue."""
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -15,6 +16,7 @@ from .services import (
     document_fail,
     document_time_limit_exceeded,
     document_vectorize,
+    evaluation_run_execute,
     knowledge_base_reindex_run,
     knowledge_sweep,
 )
@@ -66,3 +68,10 @@ def update_knowledge_base(knowledge_base_id: int) -> int:
 @shared_task(name="knowledge_sweep")
 def knowledge_sweep_task() -> dict:
     return knowledge_sweep()
+
+
+@shared_task(bind=True, name="evaluate_retrieval")
+def evaluate_retrieval(self, run_id: int) -> str:
+    # A run that fails is marked failed with its reason, then EvaluationFailed ends the task
+    # in FAILURE with the same reason (GET tasks/{id}/ shows it).
+    return evaluation_run_execute(run_id=run_id, task_id=self.request.id)

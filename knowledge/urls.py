@@ -27,4 +27,24 @@ urlpatterns = [
         name="knowledge-document-reindex",
     ),
     path("search", apis.KnowledgeSearchApi.as_view(), name="knowledge-search"),
+    path(
+        "bases/<id:knowledge_base_id>/evaluations/sets/",
+        apis.EvaluationSetListUploadApi.as_view(),
+        name="knowledge-evaluation-sets",
+    ),
+    path(
+        "bases/<id:knowledge_base_id>/evaluations/sets/<id:evaluation_set_id>/",
+        apis.EvaluationSetDetailApi.as_view(),
+        name="knowledge-evaluation-set-detail",
+    ),
+    path(
+        "bases/<id:knowledge_base_id>/evaluations/runs/",
+        apis.EvaluationRunListStartApi.as_view(),
+        name="knowledge-evaluation-runs",
+    ),
+    path(
+        "bases/<id:knowledge_base_id>/evaluations/runs/<id:run_id>/",
+        apis.EvaluationRunDetailApi.as_view(),
+        name="knowledge-evaluation-run-detail",
+    ),
 ]

@@ -14,7 +14,8 @@ def _queue_of(task_name: str) -> str:
 def test_each_task_is_sent_to_its_queue(settings):
     assert _queue_of("generate_ai_response") == _queue_of("generate_conversation_title") == "chat"
     assert _queue_of("vectorize_document") == _queue_of("update_knowledge_base") == "ingest"
-    others = ("send_notification", "knowledge_sweep", "replies_sweep", "cache_warm_hot_documents")
+    others = ("send_notification", "knowledge_sweep", "replies_sweep", "cache_warm_hot_documents",
+              "evaluate_retrieval")  # fmt: skip
     assert {_queue_of(name) for name in others} == {"default"}
 
     # Read when a task is sent: a renamed queue applies to the next task; empty = default.

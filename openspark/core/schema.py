@@ -7,6 +7,7 @@ and all but one of them described wrongly; nested ones are named after their vie
 (`MeOutput`)."""
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from rest_framework import serializers
 
 
 class AutoSchema(SpectacularAutoSchema):
@@ -14,3 +15,15 @@ class AutoSchema(SpectacularAutoSchema):
         name = super().get_serializer_name(serializer, direction)
         outer, _dot, _inner = type(serializer).__qualname__.rpartition(".")
         return f"{outer.removesuffix('Api')}{name}" if outer else name
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape (openspark/core/errors.py), for error responses in the schema."""
+
+    error = ErrorBodySerializer()

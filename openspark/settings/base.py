@@ -391,6 +391,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "KnowledgeBaseVisibilityEnum": "knowledge.models.KnowledgeBase.Visibility",
         "AssistantVisibilityEnum": "assistants.models.Assistant.Visibility",
+        "EvaluationRunStatusEnum": "knowledge.models.EvaluationRun.Status",
     },
 }
 
@@ -478,6 +479,11 @@ KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default
 KNOWLEDGE_INGEST_TIME_LIMIT = env.int("KNOWLEDGE_INGEST_TIME_LIMIT", default=10 * 60)
 KNOWLEDGE_INGEST_MEMORY_LIMIT_MB = env.int("KNOWLEDGE_INGEST_MEMORY_LIMIT_MB", default=2048)
 KNOWLEDGE_INGEST_MAX_ATTEMPTS = env.int("KNOWLEDGE_INGEST_MAX_ATTEMPTS", default=3)
+# Retrieval evaluation (staff): a question file's size and questions (docs/knowledge.md). The
+# file travels in one request body, so keep it under REQUEST_BODY_MAX_BYTES with room for the
+# multipart framing.
+KNOWLEDGE_EVAL_MAX_UPLOAD_BYTES = env.int("KNOWLEDGE_EVAL_MAX_UPLOAD_BYTES", default=512 * 1024)
+KNOWLEDGE_EVAL_MAX_QUESTIONS = env.int("KNOWLEDGE_EVAL_MAX_QUESTIONS", default=500)
 # A prefork child that ends a task holding more than three quarters of the memory limit is
 # replaced, so the next document starts with room (KiB, resident memory).
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = KNOWLEDGE_INGEST_MEMORY_LIMIT_MB * 1024 * 3 // 4 or None
