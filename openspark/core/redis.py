@@ -173,13 +173,15 @@ class CounterBatch:
     def __init__(self, name: str, interval: float = 1.0) -> None:
         self.name = name
         self.interval = interval
-        self._flush_lock = threading.Lock()
-        self._start_lock = threading.Lock()
         self._clear()
         on_reset(self._clear)
         os.register_at_fork(after_in_child=self._clear)
 
     def _clear(self) -> None:
+        # New locks too: a fork while the parent's writer held one would leave the child's
+        # copy held forever (and the child's counters never written).
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._thread: threading.Thread | None = None
         self._failing = False

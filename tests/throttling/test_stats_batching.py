@@ -89,7 +89,8 @@ def test_the_background_thread_writes_the_counters_within_a_second_or_two():
 
 def _child_flushes(out):
     out.put(len(limiter._stats.pending()))  # empty: nothing of the parent's is written twice
-    stats_flush()
+    stats_flush()  # must not wait on the lock the parent's writer held at the fork
+    out.put("flushed")
 
 
 def test_a_forked_child_does_not_write_the_parents_queued_counters():
@@ -99,9 +100,13 @@ def test_a_forked_child_does_not_write_the_parents_queued_counters():
     context = multiprocessing.get_context("fork")
     out = context.Queue()
     child = context.Process(target=_child_flushes, args=(out,))
-    child.start()
+    # Forked while the parent's writer holds its lock (as a prefork pool may fork mid-write).
+    with limiter._stats._flush_lock:
+        child.start()
     assert out.get(timeout=30) == 0
+    assert out.get(timeout=5) == "flushed"
     child.join(30)
+    assert child.exitcode == 0
     stats_flush()
     assert limiter_stats_get(minutes=2)["totals"]["plan"]["allowed"] == 6
 
