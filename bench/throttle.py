@@ -14,7 +14,7 @@ django-ratelimit, against the same private Redis, in the same run.
 3. Throughput of a throttled no-op API view through uvicorn (Django's own ASGI handler, the
    project's middleware, API-key authentication), limiter on vs off: two servers side by
    side, loaded in alternating 2-s slices (8 keep-alive connections), loss = median of the
-   per-pair ratios.
+   per-pair ratios; and p50 latency of sequential requests on one connection.
 Not a test: it prints figures and ratios (record them in docs/performance.md).
 """
 
@@ -340,7 +340,9 @@ def cost_per_check(client, samples: int = 3000, blocks: int = 6) -> list[tuple]:
 # --- 3. Throughput through the ASGI server --------------------------------------------------
 
 
-async def _load(port: int, headers: bytes, seconds: float, connections: int) -> tuple[int, int]:
+async def _load(
+    port: int, headers: bytes, seconds: float, connections: int, latencies: list | None = None
+) -> tuple[int, int]:
     request = (f"GET {BENCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n").encode() + headers + b"\r\n"
     deadline = time.monotonic() + seconds
     done = [0, 0]
@@ -348,6 +350,7 @@ async def _load(port: int, headers: bytes, seconds: float, connections: int) -> 
     async def connection():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.monotonic() < deadline:
+            started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
             length = 0
@@ -358,6 +361,8 @@ async def _load(port: int, headers: bytes, seconds: float, connections: int) -> 
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
+            if latencies is not None:
+                latencies.append(time.perf_counter() - started)
             done[0 if b" 200 " in status_line else 1] += 1
         writer.close()
 
@@ -382,12 +387,14 @@ def _start_server(limiter: str, port: int) -> subprocess.Popen:
     raise RuntimeError("uvicorn did not start")
 
 
-def throughput(raw_key: str, slices: int = 12, seconds: float = 2.0) -> dict[str, list[float]]:
+def throughput(raw_key: str, slices: int = 12, seconds: float = 2.0) -> tuple[dict, dict]:
     """Both servers run side by side (one uvicorn worker each, idle while the other is
     measured); the load alternates between them in short slices, in alternating order, so
-    drifting machine load hits both alike. Returns req/s per slice for each."""
+    drifting machine load hits both alike. Returns req/s per slice for each, and the
+    latencies of sequential requests on one connection (half a second per slice)."""
     headers = f"Authorization: Bearer {raw_key}\r\n".encode()
     results: dict[str, list[float]] = {"off": [], "on": []}
+    latencies: dict[str, list[float]] = {"off": [], "on": []}
     ports, procs = {}, []
     try:
         for limiter in results:
@@ -403,11 +410,12 @@ def throughput(raw_key: str, slices: int = 12, seconds: float = 2.0) -> dict[str
                 if other:
                     print(f"  warning: {other} non-200 answers with limiter {limiter}")
                 results[limiter].append(ok / seconds)
+                asyncio.run(_load(ports[limiter], headers, 0.5, 1, latencies[limiter]))
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    return results
+    return results, latencies
 
 
 # --- Main -----------------------------------------------------------------------------------
@@ -451,7 +459,7 @@ def report_throughput() -> None:
     LayerPolicy.objects.filter(layer="global").update(limit=HUGE)
     user = UserFactory(username="bench", plan=plan)
     _key, raw_key = api_key_create(user=user, name="bench")
-    results = throughput(raw_key, slices=int(os.environ.get("BENCH_SLICES", "12")))
+    results, latencies = throughput(raw_key, slices=int(os.environ.get("BENCH_SLICES", "12")))
     off, on = results["off"], results["on"]
     print(f"  without limiter: {[round(x) for x in off]} → median {statistics.median(off):.0f}")
     print(f"  with limiter   : {[round(x) for x in on]} → median {statistics.median(on):.0f}")
@@ -460,6 +468,10 @@ def report_throughput() -> None:
           f"(median of {len(paired)} side-by-side slice pairs; quartiles "
           f"{100 * statistics.quantiles(paired, n=4)[0]:.1f}% .. "
           f"{100 * statistics.quantiles(paired, n=4)[2]:.1f}%; goal <= 10%)")  # fmt: skip
+    p50 = {name: 1000 * statistics.median(values) for name, values in latencies.items()}
+    print(f"  one connection, sequential: p50 {p50['off']:.2f} ms without, {p50['on']:.2f} ms "
+          f"with the limiter (+{p50['on'] - p50['off']:.2f} ms, {p50['on'] / p50['off']:.2f}x; "
+          f"{len(latencies['on'])} requests)")  # fmt: skip
 
 
 def main() -> None:
