@@ -506,7 +506,7 @@ def main() -> None:
             else:
                 verdict = "context, no goal"
             print(
-                f"  {name:6} {path:58} {raw_saving:4.0%} / {httpx_saving:4.0%}  ({verdict}; "
+                f"  {name:6} {path:58} {raw_saving:6.1%} / {httpx_saving:6.1%}  ({verdict}; "
                 f"/healthz, the floor of any request, is {1 - floor / off_raw:.0%} below off)"
             )
         print(f"  stale reads: {stale} (goal 0: {'met' if stale == 0 else 'MISSED'})")
