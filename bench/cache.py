@@ -7,11 +7,13 @@ cache layer on and one with CACHE_ENABLED=0, on one database and one private Red
 Data set: 1,000 users; the measured user has 100 conversations of 200 messages each (the
 others 3 conversations of 10 messages).
 1. p50/p95 latency (sequential, interleaved rounds; with httpx and with a raw-socket
-   client, whose own cost is next to nothing) and req/s (8 concurrent httpx clients) of
-   GET conversations/, GET conversations/{id}/messages/ (default page and page_size=200)
-   and GET me/, cached vs caching off.
+   client, whose own cost is next to nothing, so its figure is the server's time) and req/s
+   (8 concurrent httpx clients) of GET conversations/, GET conversations/{id}/messages/
+   (default page and page_size=200) and GET me/: cached, a `304` revalidation
+   (`If-None-Match` with the page's ETag, cached server) and caching off.
 2. Stale reads: writes through either server (PATCH a title, POST feedback), each followed by
-   a read through the cached server; any read that misses the write is counted.
+   a read through the cached server, plain and conditional (`If-None-Match` with the ETag
+   from before the write); a read that misses the write, or a 304 after it, is stale.
 3. A repeated identical question: ai_response hit (key + lookup) vs a model call against the
    GLM test server at its default latency (first token 0.2 s, 0.02 s per token) and at zero.
 Not a test: it prints figures and ratios (record them in docs/performance.md).
@@ -46,6 +48,10 @@ TEXT = (
     "OpenSpark 的知识库支持 PDF、DOCX 和 Markdown。The reply cites its sources [1] and keeps "
     "the conversation history in a sliding window so that long chats stay within budget. "
 )
+
+
+def loadavg() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -202,24 +208,26 @@ class RawClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, etag: str = "") -> tuple[int, dict[str, str], bytes]:
+        condition = b"If-None-Match: %s\r\n" % etag.encode() if etag else b""
         self.sock.sendall(
-            b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
-            % (path.encode(), self.host, self.key)
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n%s\r\n"
+            % (path.encode(), self.host, self.key, condition)
         )
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._recv()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in lines
-            if line.lower().startswith(b"content-length:")
-        )
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if status in (204, 304) else int(headers["content-length"])
         while len(self.buffer) < length:
             self.buffer += self._recv()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(lines[0].split()[1]), body
+        return status, headers, body
 
     def _recv(self) -> bytes:
         data = self.sock.recv(65536)
@@ -227,38 +235,40 @@ class RawClient:
             raise ConnectionError("the server closed the connection")
         return data
 
-    def latencies(self, path: str, n: int) -> list[float]:
+    def latencies(self, path: str, n: int, etag: str = "") -> list[float]:
         out = []
         for _ in range(n):
             started = time.perf_counter()
-            status, body = self.get(path)
+            status, _headers, body = self.get(path, etag)
             out.append((time.perf_counter() - started) * 1000)
-            assert status == 200, body[:500]
+            assert status == (304 if etag else 200), (status, body[:500])
         return out
 
     def close(self) -> None:
         self.sock.close()
 
 
-async def _latencies(client: httpx.AsyncClient, path: str, n: int) -> list[float]:
+async def _latencies(client: httpx.AsyncClient, path: str, n: int, etag: str = "") -> list:
+    headers = {"If-None-Match": etag} if etag else {}
     out = []
     for _ in range(n):
         started = time.perf_counter()
-        response = await client.get(path)
+        response = await client.get(path, headers=headers)
         out.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.text[:500]
+        assert response.status_code == (304 if etag else 200), response.text[:500]
     return out
 
 
-async def _throughput(client: httpx.AsyncClient, path: str, seconds: float) -> float:
+async def _throughput(client: httpx.AsyncClient, path: str, seconds: float, etag: str) -> float:
+    headers = {"If-None-Match": etag} if etag else {}
     done = 0
     deadline = time.perf_counter() + seconds
 
     async def worker():
         nonlocal done
         while time.perf_counter() < deadline:
-            response = await client.get(path)
-            assert response.status_code == 200
+            response = await client.get(path, headers=headers)
+            assert response.status_code == (304 if etag else 200)
             done += 1
 
     started = time.perf_counter()
@@ -266,7 +276,13 @@ async def _throughput(client: httpx.AsyncClient, path: str, seconds: float) -> f
     return done / (time.perf_counter() - started)
 
 
-async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> None:
+def saving(part: float, whole: float) -> str:
+    return f"{1 - part / whole:.0%}"
+
+
+async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> dict:
+    """Latency and throughput per path of: `cached`, `304` (the cached server, If-None-Match
+    with the ETag it gave) and `off` (caching off). Returns p50 savings for the summary."""
     headers = {"Authorization": f"Bearer {key}"}
     clients = {
         name: httpx.AsyncClient(
@@ -279,30 +295,35 @@ async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> Non
     }
     print(
         f"\n1. latency: {args.rounds} interleaved rounds x {args.per_round} sequential "
-        f"requests per server; throughput: 8 concurrent clients, 2 x {args.seconds:.0f} s"
+        f"requests per variant; throughput: 8 concurrent clients, 2 x {args.seconds:.0f} s"
     )
     print(
-        f"{'endpoint':44} {'':8} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}"
-        f"   {'raw-socket client':>17} p50 / p95 ms"
+        f"{'endpoint':44} {'':7} {'httpx p50':>9} {'p95 ms':>7} {'req/s':>7}"
+        f"   {'raw-socket p50':>14} / p95 ms"
     )
+    savings = {}
     for path in paths:
-        lat = {name: [] for name in clients}
-        raw = {name: [] for name in clients}
         for client in clients.values():  # warm-up (fills the cache)
             await _latencies(client, path, 20)
+        etag = (await clients["cached"].get(path)).headers.get("ETag", "")
+        variants = {"cached": ("cached", ""), "off": ("off", "")}
+        if etag:
+            variants["304"] = ("cached", etag)
+        lat = {name: [] for name in variants}
+        raw = {name: [] for name in variants}
         for _ in range(args.rounds):
-            for name, client in clients.items():
-                lat[name] += await _latencies(client, path, args.per_round)
+            for name, (server, tag) in variants.items():
+                lat[name] += await _latencies(clients[server], path, args.per_round, tag)
                 # A new connection per batch: the server closes idle ones after 5 s.
-                raw_client = RawClient(urls[name], key)
-                raw[name] += raw_client.latencies(path, args.per_round)
+                raw_client = RawClient(urls[server], key)
+                raw[name] += raw_client.latencies(path, args.per_round, tag)
                 raw_client.close()
-        rps = {name: [] for name in clients}
+        rps = {name: [] for name in variants}
         for _ in range(2):
-            for name, client in clients.items():
-                rps[name].append(await _throughput(client, path, args.seconds))
+            for name, (server, tag) in variants.items():
+                rps[name].append(await _throughput(clients[server], path, args.seconds, tag))
         rows = {}
-        for name in clients:
+        for name in variants:
             rows[name] = (
                 percentile(lat[name], 0.5),
                 percentile(lat[name], 0.95),
@@ -312,53 +333,91 @@ async def measure(urls: dict[str, str], key: str, paths: list[str], args) -> Non
             )
             p50, p95, rate, raw50, raw95 = rows[name]
             print(
-                f"{path:44} {name:8} {p50:8.2f} {p95:8.2f} {rate:8.0f}",
-                f"  {raw50:17.2f} / {raw95:.2f}",
+                f"{path:44} {name:7} {p50:9.2f} {p95:7.2f} {rate:7.0f}",
+                f"  {raw50:14.2f} / {raw95:.2f}",
             )
-        c, u = rows["cached"], rows["off"]
-        print(
-            f"{'':44} {'saving':8} {1 - c[0] / u[0]:8.0%} {1 - c[1] / u[1]:8.0%} "
-            f"{c[2] / u[2]:7.1f}x   {1 - c[3] / u[3]:17.0%} / {1 - c[4] / u[4]:.0%}"
-        )
+        off = rows["off"]
+        for name in ("cached", "304"):
+            if name not in rows:
+                continue
+            row = rows[name]
+            savings[(path, name)] = (1 - row[3] / off[3], 1 - row[0] / off[0], off[3])
+            print(
+                f"{'':44} {name + '/off':7} {saving(row[0], off[0]):>9} {saving(row[1], off[1]):>7}"
+                f" {row[2] / off[2]:6.1f}x   {saving(row[3], off[3]):>14} / "
+                f"{saving(row[4], off[4])}  less than off"
+            )
     # The floor: what any request through this stack costs before a view does anything.
     floor = await _latencies(clients["cached"], "/healthz", 300)
     raw_client = RawClient(urls["cached"], key)
     raw_floor = raw_client.latencies("/healthz", 300)
     raw_client.close()
     print(
-        f"{'/healthz (no auth, no view work: the floor)':44} {'':8} "
-        f"{percentile(floor, 0.5):8.2f} {percentile(floor, 0.95):8.2f} {'':8}   "
-        f"{percentile(raw_floor, 0.5):17.2f} / {percentile(raw_floor, 0.95):.2f}"
+        f"{'/healthz (no auth, no view work: the floor)':44} {'':7} "
+        f"{percentile(floor, 0.5):9.2f} {percentile(floor, 0.95):7.2f} {'':7}   "
+        f"{percentile(raw_floor, 0.5):14.2f} / {percentile(raw_floor, 0.95):.2f}"
     )
     for client in clients.values():
         await client.aclose()
+    return savings, percentile(raw_floor, 0.5)
 
 
-def stale_reads(urls: dict[str, str], key: str, conversation: int, reply: int, n: int) -> None:
+def stale_reads(urls: dict[str, str], key: str, conversation: int, reply: int, n: int) -> int:
+    """Each write is followed by a plain read and a conditional one (If-None-Match with the
+    ETag the cached server gave just before the write) through the cached server: a plain
+    read without the write, or a 304 to the conditional one, is a stale read."""
     headers = {"Authorization": f"Bearer {key}"}
     cached = httpx.Client(base_url=urls["cached"], headers=headers, timeout=30)
     clients = {"cached": cached, "off": httpx.Client(base_url=urls["off"], headers=headers)}
-    stale = checks = 0
+    stale = stale_304 = checks = 0
+    listing = "/api/v1/conversations/"
     history = f"/api/v1/conversations/{conversation}/messages/"
+
+    def etag(path: str) -> str:
+        response = cached.get(path)
+        assert response.headers.get("ETag"), "no ETag on a cached page"
+        return response.headers["ETag"]
+
     for i in range(n):
         writer = clients["cached" if i % 2 else "off"]  # same process, and across processes
-        cached.get("/api/v1/conversations/")
-        cached.get(history)
+        # Conditional reads first when i is odd, plain reads first otherwise: either may be
+        # the read that (re)fills the cache after the write.
+        conditional_first = bool(i % 2)
+        before = etag(listing), etag(history)
         title = f"renamed {i}"
         assert writer.patch(
             f"/api/v1/conversations/{conversation}/", json={"title": title}
         ).is_success
-        first = cached.get("/api/v1/conversations/").json()["results"][0]
-        stale += first["id"] != conversation or first["title"] != title
         rating = 1 if i % 2 else -1
+        for step in ("cond", "plain") if conditional_first else ("plain", "cond"):
+            if step == "plain":
+                first = cached.get(listing).json()["results"][0]
+                stale += first["id"] != conversation or first["title"] != title
+            else:
+                response = cached.get(listing, headers={"If-None-Match": before[0]})
+                stale_304 += response.status_code == 304
+                if response.status_code == 200:
+                    first = response.json()["results"][0]
+                    stale += first["id"] != conversation or first["title"] != title
+            checks += 1
         assert writer.post(f"/api/v1/messages/{reply}/feedback", json={"rating": rating}).is_success
-        shown = next(m for m in cached.get(history).json()["results"] if m["id"] == reply)
-        stale += shown["feedback"]["rating"] != rating
-        checks += 2
+        for step in ("cond", "plain") if conditional_first else ("plain", "cond"):
+            if step == "plain":
+                results = cached.get(history).json()["results"]
+            else:
+                response = cached.get(history, headers={"If-None-Match": before[1]})
+                stale_304 += response.status_code == 304
+                results = response.json()["results"] if response.status_code == 200 else None
+            if results is not None:
+                shown = next(m for m in results if m["id"] == reply)
+                stale += shown["feedback"]["rating"] != rating
+            checks += 1
     print(
-        f"\n2. stale reads: {stale} of {checks} reads right after a write "
-        f"(writes alternate between the cached server and the other process)"
+        f"\n2. stale reads: {stale + stale_304} of {checks} reads right after a write "
+        f"({stale} with old content, {stale_304} 304s to the pre-write ETag; half the reads "
+        f"conditional; writes alternate between the cached server and the other process)"
     )
+    return stale + stale_304
 
 
 def ai_response(args) -> None:
@@ -423,6 +482,7 @@ def main() -> None:
     parser.add_argument("--model-calls", type=int, default=10)
     args = parser.parse_args()
     stack = Stack()
+    print(f"{os.cpu_count()} CPUs, load average {loadavg()}")
     try:
         data = seed()
         urls = {"cached": stack.server(cache=True), "off": stack.server(cache=False)}
@@ -432,9 +492,24 @@ def main() -> None:
             f"/api/v1/conversations/{data['conversation']}/messages/?page_size=200",
             "/api/v1/me/",
         ]
-        asyncio.run(measure(urls, data["key"], paths, args))
-        stale_reads(urls, data["key"], data["conversation"], data["reply"], args.stale_checks)
+        savings, floor = asyncio.run(measure(urls, data["key"], paths, args))
+        stale = stale_reads(
+            urls, data["key"], data["conversation"], data["reply"], args.stale_checks
+        )
         ai_response(args)
+        print(f"\nsummary (p50 less than caching off, raw socket / httpx; load {loadavg()}):")
+        for (path, name), (raw_saving, httpx_saving, off_raw) in savings.items():
+            goal = 0.90 if name == "304" else 0.75
+            verdict = "met" if raw_saving >= goal else "MISSED"
+            if "conversations" in path:  # the issue's goals: conversation list, history
+                verdict = f"goal >= {goal:.0%} in server time: {verdict}"
+            else:
+                verdict = "context, no goal"
+            print(
+                f"  {name:6} {path:58} {raw_saving:6.1%} / {httpx_saving:6.1%}  ({verdict}; "
+                f"/healthz, the floor of any request, is {1 - floor / off_raw:.0%} below off)"
+            )
+        print(f"  stale reads: {stale} (goal 0: {'met' if stale == 0 else 'MISSED'})")
     finally:
         stack.stop()
 

@@ -32,7 +32,7 @@ def _instructions_per_check(script: str, workdir: Path) -> float:
     import redis
 
     from openspark.embedded import die_with_parent, free_port
-    from throttling.limiter import Rule, _pack_new
+    from throttling.limiter import Rule, script_call
 
     out = workdir / "callgrind.out"
     port = free_port()
@@ -56,14 +56,11 @@ def _instructions_per_check(script: str, workdir: Path) -> float:
             who = f"u:{caller}"
             rules = (Rule("global", "all", 10**9), Rule("ip", f"ip:10.0.0.{caller}", 2000),
                      Rule("plan", who, 2000), Rule("endpoint:messages", who, 2000))  # fmt: skip
-            # The limiter's own packing, with this script's SHA in place of limiter.lua's.
-            packed = _pack_new("bench:rl:{rl}:", rules, False)
-            calls.append(re.sub(rb"[0-9a-f]{40}", sha.encode(), packed, count=1))
-        conn = client.connection_pool.get_connection()
+            # The limiter's own keys and arguments, sent to this script's SHA.
+            keys, args = script_call(rules=rules)
+            calls.append((len(keys), *keys, *args))
         for n in range(CHECKS):
-            conn.send_packed_command([calls[n % len(calls)]], check_health=False)
-            conn.read_response()
-        client.connection_pool.release(conn)
+            client.evalsha(sha, *calls[n % len(calls)])
         with contextlib.suppress(redis.exceptions.ConnectionError):
             client.shutdown(nosave=True)
         server.wait(60)

@@ -1,15 +1,20 @@
-"""Throttling benchmark: our one-round-trip limiter side by side with DRF's stock
-UserRateThrottle (django-redis cache) and django-ratelimit, against the same real Redis.
+"""Throttling benchmark: our one-round-trip limiter side by side with a bare EVALSHA through
+redis-py's public client, DRF's stock UserRateThrottle (django-redis cache) and
+django-ratelimit, against the same private Redis, in the same run.
 
     .venv/bin/python bench/throttle.py      # a private redis-server; or set REDIS_URL
 
 1. Admitted beyond the limit (limit 100/min, 2,000 attempts) with 10, 50 and 200 concurrent
-   clients spread over processes.
-2. Cost per check at limits 100, 2,000 and 10,000/min: p50/p99 µs and Redis round trips per
-   check (INFO commandstats), next to two floors: a bare EVALSHA through redis-py's `Redis`
-   client (what the goals are stated against) and a bare EVALSHA sent on a redis-py
-   connection directly, the way our limiter sends its own (the true floor of a round trip).
-3. Throughput of a throttled no-op API view through uvicorn, with and without the limiter.
+   clients spread over 2, 5 and 8 processes, against the bound docs/throttling.md gives for a
+   token bucket over the blast's t seconds: 100 + 100*t/60 (+1).
+2. Cost per check at limits 100, 2,000 and 10,000/min: p50/p99 µs, Redis round trips per
+   check (INFO stats total_reads_processed) and EVALSHA calls per check (INFO commandstats
+   cmdstat_evalsha), next to a bare `Redis.evalsha` of `return 1` (the floor the goals are
+   stated against).
+3. Throughput of a throttled no-op API view through uvicorn (Django's own ASGI handler, the
+   project's middleware, API-key authentication), limiter on vs off: two servers side by
+   side, loaded in alternating 2-s slices (8 keep-alive connections), loss = median of the
+   per-pair ratios; and p50 latency of sequential requests on one connection.
 Not a test: it prints figures and ratios (record them in docs/performance.md).
 """
 
@@ -77,13 +82,9 @@ def asgi_application():
     if os.environ.get("BENCH_LIMITER") == "off":
         settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "RateLimit" not in m]
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
-    import django
+    from django.core.asgi import get_asgi_application  # as openspark/asgi.py serves HTTP
 
-    django.setup()
-    from openspark.core.asgi import get_asgi_application  # the project's HTTP handler
-    from openspark.edge import EdgeApp  # in front of it, as in openspark/asgi.py
-
-    return EdgeApp(get_asgi_application())
+    return get_asgi_application()
 
 
 def __getattr__(name):
@@ -114,9 +115,9 @@ def _round_trips(client) -> int:
     return client.info("stats")["total_reads_processed"]
 
 
-def _total_calls(client) -> int:
-    """Commands executed, including those a script runs (INFO commandstats)."""
-    return sum(v["calls"] for v in client.info("commandstats").values())
+def _evalsha_calls(client) -> int:
+    """EVALSHA commands executed (INFO commandstats cmdstat_evalsha)."""
+    return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
 
 
 def _cleanup(client) -> None:
@@ -132,23 +133,35 @@ class Implementations:
         from django_ratelimit.core import is_ratelimited
         from rest_framework.throttling import UserRateThrottle
 
-        from throttling.limiter import Rule, limiter_consume
+        from throttling.limiter import Rule, limiter_consume, limiter_redis, script_call, script_sha
 
         self._is_ratelimited = is_ratelimited
         self._drf_classes: dict[int, type] = {}
         self._user_rate_throttle = UserRateThrottle
         self._rule = Rule
         self._consume = limiter_consume
+        self._script_call = script_call
+        self._script_sha = script_sha()
+        self._redis = limiter_redis()
         # The cost table varies the per-client limits; a shared global layer at that limit
         # would turn most measured checks into (cheaper) refusals, so it gets its own.
         self.global_limit: int | None = None
 
     def ours(self, user_id: int, ip: str, limit: int) -> bool:
+        rules = self._rules(user_id, ip, limit)
+        return self._consume(rules=rules, who=f"u:{user_id}").allowed
+
+    def _rules(self, user_id: int, ip: str, limit: int) -> list:
         rule = self._rule
         who = f"u:{user_id}"
-        rules = [rule("global", "all", self.global_limit or limit), rule("ip", f"ip:{ip}", limit),
-                 rule("plan", who, limit), rule("endpoint:messages", who, limit)]  # fmt: skip
-        return self._consume(rules=rules, who=who).allowed
+        return [rule("global", "all", self.global_limit or limit), rule("ip", f"ip:{ip}", limit),
+                rule("plan", who, limit), rule("endpoint:messages", who, limit)]  # fmt: skip
+
+    def script_alone(self, user_id: int, ip: str, limit: int) -> bool:
+        """limiter.lua with ours' four rules, sent with a bare `Redis.evalsha`: the script's
+        own cost in Redis, without the limiter's Python around it."""
+        keys, args = self._script_call(rules=self._rules(user_id, ip, limit))
+        return self._redis.evalsha(self._script_sha, len(keys), *keys, *args)[0] == 1
 
     def ours_one_layer(self, user_id: int, ip: str, limit: int) -> bool:
         return self._consume(rules=[self._rule("plan", f"u:{user_id}", limit)]).allowed
@@ -260,7 +273,7 @@ class _Contender:
         self.left = 0
         self.timings: list[int] = []
         self.trips = 0
-        self.commands = 0
+        self.evalshas = 0
 
     def run(self, samples: int) -> None:
         done = 0
@@ -271,14 +284,14 @@ class _Contender:
                     self.fn(self.user_id, self._ip(), self.limit)
                 self.left = max(1, self.limit // 2 - 1)
             batch = min(self.left, samples - done)
-            trips, commands = _round_trips(self.client), _total_calls(self.client)
+            trips, evalshas = _round_trips(self.client), _evalsha_calls(self.client)
             for _ in range(batch):
                 started = time.perf_counter_ns()
                 self.fn(self.user_id, self._ip(), self.limit)
                 self.timings.append(time.perf_counter_ns() - started)
-            # Minus the two INFO calls in between (each INFO counts itself in `stats`).
-            self.trips += _round_trips(self.client) - trips - 1
-            self.commands += _total_calls(self.client) - commands - 1
+            # Minus the INFO calls in between (each INFO counts itself in `stats`).
+            self.trips += _round_trips(self.client) - trips - 2
+            self.evalshas += _evalsha_calls(self.client) - evalshas
             self.left -= batch
             done += batch
 
@@ -295,17 +308,10 @@ def cost_per_check(client, samples: int = 3000, blocks: int = 6) -> list[tuple]:
     def bare(user_id, ip, limit):
         return client.evalsha(bare_sha, 0)
 
-    pool = client.connection_pool
-    direct = pool.connection_class(**pool.connection_kwargs)
-    bare_packed = direct.pack_command("EVALSHA", bare_sha, 0)
-
-    def bare_direct(user_id, ip, limit):
-        direct.send_packed_command(bare_packed, check_health=False)
-        return direct.read_response()
-
+    impls.ours(0, "10.0.0.0", HUGE)  # limiter.lua is loaded (script_alone sends its SHA)
     named = (
         ("bare EVALSHA", bare),
-        ("bare EVALSHA, direct connection", bare_direct),
+        ("limiter.lua alone (4 rules)", impls.script_alone),
         ("ours (4 layers)", impls.ours),
         ("ours (1 layer)", impls.ours_one_layer),
         ("DRF UserRateThrottle (1 layer)", impls.drf),
@@ -326,7 +332,7 @@ def cost_per_check(client, samples: int = 3000, blocks: int = 6) -> list[tuple]:
             p50, p99 = _percentiles(contender.timings)
             count = len(contender.timings)
             rows.append(
-                (limit, name, p50, p99, contender.trips / count, contender.commands / count)
+                (limit, name, p50, p99, contender.trips / count, contender.evalshas / count)
             )
     return rows
 
@@ -334,7 +340,9 @@ def cost_per_check(client, samples: int = 3000, blocks: int = 6) -> list[tuple]:
 # --- 3. Throughput through the ASGI server --------------------------------------------------
 
 
-async def _load(port: int, headers: bytes, seconds: float, connections: int) -> tuple[int, int]:
+async def _load(
+    port: int, headers: bytes, seconds: float, connections: int, latencies: list | None = None
+) -> tuple[int, int]:
     request = (f"GET {BENCH_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n").encode() + headers + b"\r\n"
     deadline = time.monotonic() + seconds
     done = [0, 0]
@@ -342,6 +350,7 @@ async def _load(port: int, headers: bytes, seconds: float, connections: int) -> 
     async def connection():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.monotonic() < deadline:
+            started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
             length = 0
@@ -352,6 +361,8 @@ async def _load(port: int, headers: bytes, seconds: float, connections: int) -> 
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
+            if latencies is not None:
+                latencies.append(time.perf_counter() - started)
             done[0 if b" 200 " in status_line else 1] += 1
         writer.close()
 
@@ -376,25 +387,35 @@ def _start_server(limiter: str, port: int) -> subprocess.Popen:
     raise RuntimeError("uvicorn did not start")
 
 
-def throughput(raw_key: str, rounds: int = 3, seconds: float = 6.0) -> dict[str, list[float]]:
+def throughput(raw_key: str, slices: int = 12, seconds: float = 2.0) -> tuple[dict, dict]:
+    """Both servers run side by side (one uvicorn worker each, idle while the other is
+    measured); the load alternates between them in short slices, in alternating order, so
+    drifting machine load hits both alike. Returns req/s per slice for each, and the
+    latencies of sequential requests on one connection (half a second per slice)."""
     headers = f"Authorization: Bearer {raw_key}\r\n".encode()
     results: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(rounds):
-        for limiter in ("off", "on"):
+    latencies: dict[str, list[float]] = {"off": [], "on": []}
+    ports, procs = {}, []
+    try:
+        for limiter in results:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            proc = _start_server(limiter, port)
-            try:
-                asyncio.run(_load(port, headers, 1.0, 8))  # warm-up
-                ok, other = asyncio.run(_load(port, headers, seconds, 8))
+                ports[limiter] = sock.getsockname()[1]
+            procs.append(_start_server(limiter, ports[limiter]))
+        for limiter in results:
+            asyncio.run(_load(ports[limiter], headers, 1.0, 8))  # warm-up
+        for index in range(slices):
+            for limiter in ("off", "on") if index % 2 == 0 else ("on", "off"):
+                ok, other = asyncio.run(_load(ports[limiter], headers, seconds, 8))
                 if other:
                     print(f"  warning: {other} non-200 answers with limiter {limiter}")
                 results[limiter].append(ok / seconds)
-            finally:
-                proc.terminate()
-                proc.wait(10)
-    return results
+                asyncio.run(_load(ports[limiter], headers, 0.5, 1, latencies[limiter]))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    return results, latencies
 
 
 # --- Main -----------------------------------------------------------------------------------
@@ -411,17 +432,20 @@ def report_over_admission(client) -> None:
 
 
 def report_cost(client) -> None:
-    print("\n2. Cost per admitted check (p50/p99 µs) and Redis round trips per check")
+    print("\n2. Cost per admitted check (p50/p99 µs), Redis round trips and EVALSHAs per check")
     rows = cost_per_check(client)
     floor = {row[0]: row[2] for row in rows if row[1] == "bare EVALSHA"}
-    direct = {row[0]: row[2] for row in rows if row[1] == "bare EVALSHA, direct connection"}
     ours = {row[0]: row[2] for row in rows if row[1] == "ours (4 layers)"}
     print(f"{'limit':>6}  {'implementation':<32} {'p50':>7} {'p99':>7} {'trips':>5} "
-          f"{'cmds':>5}  {'p50/bare':>8}  {'p50/direct':>10}  {'p50/ours(4)':>11}")  # fmt: skip
-    for limit, name, p50, p99, trips, commands in rows:
-        print(f"{limit:>6}  {name:<32} {p50:>7.1f} {p99:>7.1f} {trips:>5.2f} {commands:>5.1f}  "
-              f"{p50 / floor[limit]:>7.2f}x  {p50 / direct[limit]:>9.2f}x  "
-              f"{p50 / ours[limit]:>10.2f}x")  # fmt: skip
+          f"{'evalsha':>7}  {'p50/bare':>8}  {'p50/ours(4)':>11}")  # fmt: skip
+    for limit, name, p50, p99, trips, evalshas in rows:
+        print(f"{limit:>6}  {name:<32} {p50:>7.1f} {p99:>7.1f} {trips:>5.2f} {evalshas:>7.2f}  "
+              f"{p50 / floor[limit]:>7.2f}x  {p50 / ours[limit]:>10.2f}x")  # fmt: skip
+    low, high = min(ours), max(ours)
+    print("  ours (4 layers) / bare EVALSHA: "
+          + ", ".join(f"{ours[limit] / floor[limit]:.2f}x at {limit}" for limit in sorted(ours))
+          + f" (goal <= 1.5x); flat: {high}/min costs {ours[high] / ours[low]:.2f}x {low}/min "
+          f"(bare: {floor[high] / floor[low]:.2f}x)")  # fmt: skip
 
 
 def report_throughput() -> None:
@@ -435,13 +459,19 @@ def report_throughput() -> None:
     LayerPolicy.objects.filter(layer="global").update(limit=HUGE)
     user = UserFactory(username="bench", plan=plan)
     _key, raw_key = api_key_create(user=user, name="bench")
-    results = throughput(raw_key, rounds=int(os.environ.get("BENCH_ROUNDS", "3")))
-    off, on = max(results["off"]), max(results["on"])
-    print(f"  without limiter: {[round(x) for x in results['off']]} → best {off:.0f}")
-    print(f"  with limiter   : {[round(x) for x in results['on']]} → best {on:.0f}")
-    median_ratio = statistics.median(results["on"]) / statistics.median(results["off"])
-    print(f"  overhead: {100 * (1 - on / off):.1f}% (best of each); "
-          f"{100 * (1 - median_ratio):.1f}% (medians)")  # fmt: skip
+    results, latencies = throughput(raw_key, slices=int(os.environ.get("BENCH_SLICES", "12")))
+    off, on = results["off"], results["on"]
+    print(f"  without limiter: {[round(x) for x in off]} → median {statistics.median(off):.0f}")
+    print(f"  with limiter   : {[round(x) for x in on]} → median {statistics.median(on):.0f}")
+    paired = [1 - b / a for a, b in zip(off, on, strict=True)]
+    print(f"  throughput loss with the limiter: {100 * statistics.median(paired):.1f}% "
+          f"(median of {len(paired)} side-by-side slice pairs; quartiles "
+          f"{100 * statistics.quantiles(paired, n=4)[0]:.1f}% .. "
+          f"{100 * statistics.quantiles(paired, n=4)[2]:.1f}%; goal <= 10%)")  # fmt: skip
+    p50 = {name: 1000 * statistics.median(values) for name, values in latencies.items()}
+    print(f"  one connection, sequential: p50 {p50['off']:.2f} ms without, {p50['on']:.2f} ms "
+          f"with the limiter (+{p50['on'] - p50['off']:.2f} ms, {p50['on'] / p50['off']:.2f}x; "
+          f"{len(latencies['on'])} requests)")  # fmt: skip
 
 
 def main() -> None:
@@ -453,9 +483,9 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from throttling.limiter import redis_client
+    from throttling.limiter import limiter_redis
 
-    client = redis_client()
+    client = limiter_redis()
     print(f"Redis {client.info('server')['redis_version']} at {settings.REDIS_URL}; "
           f"{os.cpu_count()} cores; prefix {settings.REDIS_KEY_PREFIX}")  # fmt: skip
     call_command("migrate", verbosity=0)

@@ -625,8 +625,8 @@ class _ReplyStream:
         self.pending.clear()
         self.seq += 1
         self.parts.append(delta)
-        self.last_flush = time.monotonic()
-        self.pace.append([round((self.last_flush - self.opened) * 1000), len(delta)])
+        sent_at = time.monotonic()
+        self.pace.append([round((sent_at - self.opened) * 1000), len(delta)])
         # Logged before (or atomically with) the publish: see the ordering rule in realtime.py.
         if realtime.reply_batch_send(
             message_id=self.reply.id,
@@ -635,6 +635,10 @@ class _ReplyStream:
             delta=delta,
         ):
             self.stop_requested = True
+        # The next window starts when this send is done: when sends are slow (a loaded Redis
+        # or channel layer), the tokens that arrived meanwhile go out together in the next
+        # batch instead of one batch each, which would only make the sends slower still.
+        self.last_flush = time.monotonic()
         if self.seq == 1:
             # Saved with the first checkpoint (or the final save): no database write on the
             # way to the first token.

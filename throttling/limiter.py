@@ -85,6 +85,11 @@ ALLOWED = LimitDecision(allowed=True)
 PEEK_UNAVAILABLE = LimitDecision(allowed=True, degraded=True)  # no states: Redis is down
 
 
+def script_sha() -> str:
+    """The SHA1 of lua/limiter.lua, the script every check runs."""
+    return _SCRIPT.sha
+
+
 def limiter_redis():
     """The limiter's client: a short timeout, so a slow Redis costs a request little."""
     return redis_client(settings.REDIS_URL, settings.THROTTLE_REDIS_TIMEOUT)
@@ -211,7 +216,10 @@ def _rule_arg(rule: Rule) -> bytes:
     return struct.pack("<ddBB", rule.limit, rule.period * 1_000_000, code, rule.shadow)
 
 
-def _script_call(rules: Sequence[Rule], peek: bool) -> tuple[list[str], list]:
+def script_call(*, rules: Sequence[Rule], peek: bool = False) -> tuple[list[str], list]:
+    """The keys and arguments of the one script call that checks `rules` (what
+    limiter_consume sends with EVALSHA of `script_sha()`): for tools that measure the script
+    itself, such as bench/limiter_script.py."""
     prefix = key_prefix()
     keys = [f"{prefix}2{ALGORITHM_CODES[rule.algorithm]}:{rule.layer}:{rule.who}" for rule in rules]
     return keys, ["p" if peek else "c", *(_rule_arg(rule) for rule in rules)]
@@ -223,7 +231,7 @@ def limiter_consume(*, rules: Sequence[Rule], who: str = "", peek: bool = False)
     counted in the stats). `who` is counted in the top-limited set when refused."""
     if not rules:
         return ALLOWED
-    keys, args = _script_call(rules, peek)
+    keys, args = script_call(rules=rules, peek=peek)
     started = time.perf_counter()
     try:
         reply = breaker.call(lambda: _SCRIPT(limiter_redis(), keys, args))

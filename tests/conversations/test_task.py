@@ -3,6 +3,7 @@ zhipuai SDK, with the real Redis reply log and channel group."""
 
 import asyncio
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -78,6 +79,30 @@ def test_deltas_are_batched(user, glm, settings):
     reply.refresh_from_db()
     assert "".join(e.delta for e in entries) == reply.content
     assert reply.completion_tokens == 30
+
+
+def test_a_slow_send_gathers_the_tokens_that_arrive_meanwhile(user, glm, settings, monkeypatch):
+    """The window is counted from the end of a send: sends slower than the window must not
+    turn every later token into a batch (and a send) of its own."""
+    settings.CHAT_DELTA_BATCH_SECONDS = 0.05
+    glm.token_delay = 0.01
+    send_batch = realtime.reply_batch_send
+
+    def slow_send(**kwargs):
+        time.sleep(0.15)
+        return send_batch(**kwargs)
+
+    monkeypatch.setattr(realtime, "reply_batch_send", slow_send)
+    _question, reply, _ = send(user, content="[[tokens:40]] slow sends")
+
+    reply_generate(message_id=reply.id)
+
+    entries = log_entries(reply.id)[:-1]
+    # 40 tokens over ~0.4 s and 0.15 s per send: a handful of batches, not ~40.
+    assert len(entries) <= 10
+    reply.refresh_from_db()
+    assert "".join(e.delta for e in entries) == reply.content
+    assert reply.completion_tokens == 40
 
 
 def test_batch_window_grows_with_the_replies_streaming_in_the_process(settings, monkeypatch):

@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from throttling.limiter import Rule, limiter_consume, limiter_redis, stats_flush
+from throttling.limiter import (
+    Rule,
+    limiter_consume,
+    limiter_redis,
+    script_call,
+    script_sha,
+    stats_flush,
+)
 from throttling.selectors import limiter_stats_get
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +101,18 @@ def test_one_round_trip_per_check_and_script_reloaded_after_flush():
     assert _evalsha_calls() - before == 10
     limiter_redis().script_flush()
     assert limiter_consume(rules=rules).allowed  # NOSCRIPT → loaded again, then by SHA
+
+
+def test_script_call_is_what_a_check_sends():
+    """The public call description (bench/limiter_script.py) runs the same check."""
+    rules = [Rule("plan", "u:8", 2), Rule("endpoint:messages", "u:8", 5)]
+    keys, args = script_call(rules=rules)
+    limiter_consume(rules=[Rule("plan", "u:9", 1)])  # the script is loaded
+    assert all(key.endswith(f":{rule.layer}:u:8") for key, rule in zip(keys, rules, strict=True))
+    reply = limiter_redis().evalsha(script_sha(), len(keys), *keys, *args)
+    assert reply[0] == 1
+    assert limiter_consume(rules=rules).allowed  # the second of plan's two
+    assert not limiter_consume(rules=rules).allowed
 
 
 def _blast(rules, barrier, attempts, results):
