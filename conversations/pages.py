@@ -10,6 +10,7 @@ from openspark.core.pages import js_strings
 from openspark.llm import provider_status
 
 CHAT_JS_STRINGS = {
+    "page": _("Page"),
     "noMatches": _("No matching conversations."),
     "noConversations": _("No conversations yet."),
     "untitled": _("New conversation"),

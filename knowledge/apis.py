@@ -24,6 +24,7 @@ from openspark.core.schema import ErrorSerializer
 
 from .models import Document, EvaluationResult, EvaluationRun, EvaluationSet, KnowledgeBase
 from .selectors import (
+    chunk_passage_get,
     chunk_search,
     document_get_readable,
     document_get_writable,
@@ -244,6 +245,37 @@ class DocumentDetailApi(APIView):
         document = document_get_writable(user=request.user, document_id=document_id)
         document_delete(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PassageSerializer(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    ordinal = serializers.IntegerField()
+    text = serializers.CharField()
+    page = serializers.IntegerField(allow_null=True)
+    section = serializers.CharField(allow_blank=True)
+
+
+class ChunkPassageApi(APIView):
+    """A cited passage with its neighbours, for the citation view (`chunk_id` of a citation)."""
+
+    class OutputSerializer(PassageSerializer):
+        document_id = serializers.IntegerField()
+        document_title = serializers.CharField()
+        knowledge_base_id = serializers.IntegerField()
+        before = PassageSerializer(many=True)
+        after = PassageSerializer(many=True)
+
+    @extend_schema(
+        responses={
+            200: OutputSerializer,
+            401: ErrorSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="Unknown, or not readable."),
+        },
+        operation_id="knowledge_chunks_get",
+    )
+    def get(self, request, chunk_id: int):
+        passage = chunk_passage_get(user=request.user, chunk_id=chunk_id)
+        return Response(self.OutputSerializer(passage).data)
 
 
 class DocumentReindexApi(APIView):

@@ -95,19 +95,16 @@ def search(
     if not query or not knowledge_bases or top_k <= 0:
         return []
     kb_ids = sorted(b.id for b in knowledge_bases)
-    cache_key = None
+    parts = {
+        "q": query,
+        "mode": mode,
+        "k": top_k,
+        "t": score_threshold,
+        "models": sorted({_effective_model(b) for b in knowledge_bases}),
+    }
+    seen = None
     if use_cache:
-        cache_key = retrieval_cache.result_key(
-            parts={
-                "q": query,
-                "mode": mode,
-                "k": top_k,
-                "t": score_threshold,
-                "gen": retrieval_cache.generations(kb_ids),
-                "models": sorted({_effective_model(b) for b in knowledge_bases}),
-            }
-        )
-        cached = retrieval_cache.get(cache_key)
+        cached, seen = retrieval_cache.results_get(kb_ids=kb_ids, parts=parts)
         if cached is not None:
             return _hydrate(cached, kb_ids=kb_ids, top_k=top_k)
     ranked = _rank(
@@ -118,9 +115,12 @@ def search(
         mode=mode,
     )
     hits = _hydrate(ranked, kb_ids=kb_ids, top_k=top_k)
-    if cache_key is not None:
-        retrieval_cache.put(
-            cache_key, [(h.chunk.id, h.score, h.vector_score, h.keyword_score) for h in hits]
+    if use_cache:
+        retrieval_cache.results_set(
+            kb_ids=kb_ids,
+            parts=parts,
+            value=[(h.chunk.id, h.score, h.vector_score, h.keyword_score) for h in hits],
+            seen=seen,
         )
     return hits
 

@@ -12,8 +12,10 @@ from openspark.core.errors import ApplicationError, NotFound
 from openspark.llm.base import Passage, estimate_tokens
 from throttling.selectors import plan_for_user
 
+from . import cache as knowledge_cache
 from . import evaluation, retrieval
 from .models import (
+    Chunk,
     Document,
     EvaluationModeMetrics,
     EvaluationResult,
@@ -342,3 +344,65 @@ def evaluation_history(*, evaluation_set: EvaluationSet) -> list[dict]:
             }
         )
     return history
+
+
+# --- passages (the citation view) -------------------------------------------------------------
+
+
+def _passage(chunk: Chunk) -> dict:
+    return {
+        "chunk_id": chunk.id,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "page": chunk.page,
+        "section": chunk.section,
+    }
+
+
+def document_passages(*, document: Document) -> list[dict]:
+    """A document's passages in order (chunk id, ordinal, text, page, section), from the
+    `document_content` cache (invalidated with the document's base)."""
+
+    def compute() -> list[dict]:
+        chunks = document.chunks.order_by("ordinal").only(
+            "id", "ordinal", "text", "page", "section"
+        )
+        return [_passage(chunk) for chunk in chunks]
+
+    return knowledge_cache.document_content_get(
+        document_id=document.id, kb_id=document.knowledge_base_id, compute=compute
+    )
+
+
+def chunk_passage_get(*, user, chunk_id: int, context: int = 1) -> dict:
+    """A cited passage with `context` passages before and after it, from a base the user may
+    read (another base's chunk is a 404, as an unknown one)."""
+    chunk = (
+        Chunk.objects.filter(
+            id=chunk_id, knowledge_base__in=knowledge_base_list_readable(user=user)
+        )
+        .select_related("document")
+        .first()
+    )
+    if chunk is None:
+        raise NotFound(_("No passage with this id."))
+    passages = document_passages(document=chunk.document)
+    at = next((n for n, p in enumerate(passages) if p["chunk_id"] == chunk.id), None)
+    if at is None:  # re-chunked between the two reads: the row is the truth, alone
+        passages, at = [_passage(chunk)], 0
+    return {
+        **passages[at],
+        "document_id": chunk.document_id,
+        "document_title": chunk.document.title,
+        "knowledge_base_id": chunk.knowledge_base_id,
+        "before": passages[max(0, at - context) : at],
+        "after": passages[at + 1 : at + 1 + context],
+    }
+
+
+def document_content_warm(*, document_ids: list[int]) -> int:
+    """Warm-up hook (settings.CACHE_DOCUMENT_WARMERS): the most read documents' passages."""
+    documents = Document.objects.filter(id__in=document_ids, status=Document.Status.READY)
+    for document in documents:
+        document_passages(document=document)
+    return len(documents)

@@ -27,6 +27,7 @@ urlpatterns = [
         name="knowledge-document-reindex",
     ),
     path("search", apis.KnowledgeSearchApi.as_view(), name="knowledge-search"),
+    path("chunks/<id:chunk_id>/", apis.ChunkPassageApi.as_view(), name="knowledge-chunk-detail"),
     path(
         "bases/<id:knowledge_base_id>/evaluations/sets/",
         apis.EvaluationSetListUploadApi.as_view(),

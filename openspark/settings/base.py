@@ -467,7 +467,6 @@ KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=500)
 KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=50)
 KNOWLEDGE_TOP_K = env.int("KNOWLEDGE_TOP_K", default=5)
 KNOWLEDGE_CONTEXT_TOKEN_BUDGET = env.int("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", default=3000)
-KNOWLEDGE_RETRIEVAL_CACHE_TTL = env.int("KNOWLEDGE_RETRIEVAL_CACHE_TTL", default=10 * 60)
 KNOWLEDGE_COLLECTION_PREFIX = env("KNOWLEDGE_COLLECTION_PREFIX", default="openspark_chunks")
 KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default=30 * 60)
 # Limits of the ingest worker (docs/security/ingest.md). A document's run is stopped after
@@ -537,7 +536,7 @@ CACHE_REDIS_TIMEOUT = env.float("CACHE_REDIS_TIMEOUT", default=2.0)
 CACHE_REDIS_RETRY_SECONDS = env.float("CACHE_REDIS_RETRY_SECONDS", default=5.0)
 # Warm-up hooks (dotted paths): user warmers take (*, user), document warmers (*, document_ids).
 CACHE_USER_WARMERS = ["accounts.selectors.user_profile_warm"]
-CACHE_DOCUMENT_WARMERS: list[str] = []
+CACHE_DOCUMENT_WARMERS = ["knowledge.selectors.document_content_warm"]
 CACHE_WARM_HOT_DOCUMENTS = env.int("CACHE_WARM_HOT_DOCUMENTS", default=50)
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),

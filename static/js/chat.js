@@ -289,8 +289,32 @@ function openCitation(citation) {
   const dialog = $("#citation-dialog");
   $("#citation-title").textContent = `[${citation.index}] ${citation.document_title}`;
   $("#citation-snippet").textContent = citation.snippet;
+  $("#citation-context").replaceChildren();
   $("#citation-score").textContent = `${t("score", "Relevance")}: ${Number(citation.score).toFixed(3)}`;
   dialog.showModal();
+  if (citation.chunk_id) showPassage(citation.chunk_id);
+}
+
+// The whole passage with its neighbours; the snippet stays when it cannot be read (a base
+// lent by an assistant, a document deleted since).
+async function showPassage(chunkId) {
+  let passage;
+  try {
+    passage = await api(`knowledge/chunks/${chunkId}/`);
+  } catch {
+    return;
+  }
+  const part = (p, cited) => el("p", { class: cited ? "passage cited" : "passage" }, p.text);
+  $("#citation-snippet").textContent = "";
+  $("#citation-context").replaceChildren(
+    ...passage.before.map((p) => part(p, false)),
+    part(passage, true),
+    ...passage.after.map((p) => part(p, false)),
+  );
+  const where = [passage.page ? `${t("page", "Page")} ${passage.page}` : "", passage.section]
+    .filter(Boolean).join(" · ");
+  if (where) $("#citation-score").textContent += ` · ${where}`;
+  $("#citation-context .cited").scrollIntoView({ block: "center" });
 }
 
 async function copyText(text, button) {

@@ -129,7 +129,9 @@ def test_score_threshold_drops_weak_meaning_only_matches(user):
     assert [h.chunk.document.title for h in strict] == ["a.txt"]
 
 
-def test_results_are_cached_and_invalidated_when_the_base_changes(user, zh_base):
+def test_results_are_cached_and_invalidated_when_the_base_changes(
+    user, zh_base, django_capture_on_commit_callbacks
+):
     query = "理赔申请材料"
     first = retrieval.search(knowledge_bases=[zh_base], query=query, top_k=3)
     assert first[0].chunk.document.title == "理赔.txt"
@@ -145,8 +147,10 @@ def test_results_are_cached_and_invalidated_when_the_base_changes(user, zh_base)
         assert [h.chunk.id for h in again] == [h.chunk.id for h in first]
         assert vectorstore_calls == []
 
-        # Deleting the document changes the base: the next search is computed afresh.
-        document_delete(document=first[0].chunk.document)
+        # Deleting the document changes the base (its scope is bumped once the delete
+        # commits): the next search is computed afresh.
+        with django_capture_on_commit_callbacks(execute=True):
+            document_delete(document=first[0].chunk.document)
         after = retrieval.search(knowledge_bases=[zh_base], query=query, top_k=3)
         assert vectorstore_calls == [1]
         assert all(h.chunk.document.title != "理赔.txt" for h in after)

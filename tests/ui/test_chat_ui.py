@@ -222,7 +222,8 @@ def test_cited_answer_opens_the_snippet(chat_page, celery_worker, user):
     expect(reply.locator(".citations")).to_contain_text("kettle.txt")
     reply.locator("button.cite").first.click()
     expect(chat_page.locator("#citation-dialog")).to_be_visible()
-    expect(chat_page.locator("#citation-snippet")).to_contain_text("24 months")
+    # The whole passage, read from the knowledge API (document_content cache).
+    expect(chat_page.locator("#citation-context .cited")).to_contain_text("24 months")
     expect(chat_page.locator("#citation-title")).to_contain_text("kettle.txt")
     screenshot(chat_page, "chat-citation")
     saved = Message.objects.get(role="assistant", conversation__owner=user)

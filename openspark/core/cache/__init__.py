@@ -31,10 +31,11 @@ from .service import (
     cache_hot_members,
     cache_purge,
     cache_value_get,
+    cache_value_read,
     cache_value_set,
 )
 from .stats import stats_get
-from .versions import cache_bump, cache_bump_now
+from .versions import cache_bump, cache_bump_now, cache_scope_versions
 
 __all__ = [
     "AI_RESPONSE",
@@ -59,7 +60,9 @@ __all__ = [
     "cache_get_or_set",
     "cache_hot_members",
     "cache_purge",
+    "cache_scope_versions",
     "cache_value_get",
+    "cache_value_read",
     "cache_value_set",
     "cached",
     "cached_page_response",

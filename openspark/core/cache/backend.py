@@ -98,6 +98,24 @@ return 0
 """
 )
 
+# KEYS: version counters to read. ARGV[1]: ttl of a counter created here. Returns their values
+# (a missing one is created from Redis' clock, as READ does).
+VERSIONS = LuaScript(
+    _NEW_COUNTER
+    + """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if not v then
+    v = new_counter()
+    redis.call('SET', k, v, 'EX', ARGV[1])
+  end
+  out[i] = v
+end
+return out
+"""
+)
+
 # KEYS: version counters to move forward. ARGV[1]: ttl of a counter created here.
 BUMP = LuaScript(
     _NEW_COUNTER

@@ -17,7 +17,13 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from . import backend, stats
-from .keys import Scope, namespace_version_key, scope_version_key, scopes_normalize
+from .keys import (
+    Scope,
+    global_version_key,
+    namespace_version_key,
+    scope_version_key,
+    scopes_normalize,
+)
 
 
 def cache_bump(*, scope: Scope | None = None, scopes: Iterable[Scope] = (), using=None) -> None:
@@ -51,3 +57,20 @@ def _bump(keys: list[str]) -> None:
         stats.record_bump(failed=True)
     else:
         stats.record_bump(failed=False)
+
+
+def cache_scope_versions(*, scopes: Iterable[Scope]) -> dict[str, str] | None:
+    """The current version of each scope (by its name, e.g. "kb:3"), creating the counters
+    that do not exist yet; None when Redis cannot answer. A version changes at every bump of
+    its scope (and of everything: the global counter is part of it), so it can name a
+    generation of whatever the scope covers."""
+    names = scopes_normalize(list(scopes))
+    if not names:
+        return {}
+    keys = [global_version_key(), *(scope_version_key(name) for name in names)]
+    try:
+        values = backend.run(backend.VERSIONS, keys, [backend.VERSION_TTL])
+    except backend.Unavailable:
+        return None
+    everything, *own = (value.decode() for value in values)
+    return {name: f"{everything}.{value}" for name, value in zip(names, own, strict=True)}
