@@ -5,6 +5,7 @@ server's request log."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import TestCase
 
 from assistants.models import Assistant
 from assistants.services import assistant_create, assistant_update
@@ -44,12 +45,15 @@ def ask(user, content=QUESTION, **kwargs):
 
 
 def ingest(base, user, name: str, text: str):
-    [(document, task_id)] = documents_upload(
-        knowledge_base=base,
-        user=user,
-        files=[SimpleUploadedFile(name, text.encode(), content_type="text/markdown")],
-    )
-    assert document_vectorize(document_id=document.id, task_id=task_id) == "ready"
+    # The writes' on-commit work (the base's cache scope bump) runs as it would once the
+    # request's transaction commits; the test's own transaction never commits.
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        [(document, task_id)] = documents_upload(
+            knowledge_base=base,
+            user=user,
+            files=[SimpleUploadedFile(name, text.encode(), content_type="text/markdown")],
+        )
+        assert document_vectorize(document_id=document.id, task_id=task_id) == "ready"
 
 
 def test_reply_uses_the_assistants_prompt_model_and_parameters(owner, glm):
