@@ -315,8 +315,7 @@ def _wait_until_idle(pid: int, *, limit_s: float = 300.0) -> float:
 def _query_cache_clear() -> None:
     from knowledge import retrieval
 
-    with retrieval._query_vectors_lock:
-        retrieval._query_vectors.clear()
+    retrieval.embed_query.cache_clear()
 
 
 def main() -> None:

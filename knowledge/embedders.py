@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from openspark.core.state import on_reset
 from openspark.llm.base import EmbeddingProvider
 from openspark.llm.factory import get_embedding_provider_for_remote
 
@@ -223,6 +224,13 @@ def local_embedder() -> LocalMiniLMEmbedder:
                 max_tokens=settings.KNOWLEDGE_LOCAL_EMBED_MAX_TOKENS,
             )
         return _local
+
+
+@on_reset
+def _local_forget() -> None:
+    global _local
+    with _local_lock:
+        _local = None
 
 
 def local_embedder_warm_in_background() -> None:

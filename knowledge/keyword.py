@@ -15,6 +15,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from openspark.core.state import on_reset
+
 _WORD = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff]", re.UNICODE)
 K1 = 1.5
 B = 0.75
@@ -77,6 +79,7 @@ def bm25_search(indexes: list[BaseIndex], query: str, *, limit: int) -> list[tup
 
 _indexes: dict[int, tuple[str, BaseIndex]] = {}
 _indexes_lock = threading.Lock()
+on_reset(_indexes.clear)
 
 
 def base_index(*, kb_id: int, generation: str) -> BaseIndex:

@@ -19,14 +19,13 @@ the two stores) can never put text in front of a user.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
 from django.conf import settings
 from django.db.models.functions import Substr
 
+from openspark.core.state import process_memo
 from openspark.llm.base import contains_cjk
 
 from . import cache as retrieval_cache
@@ -61,25 +60,11 @@ def _effective_model(base: KnowledgeBase) -> str:
     return base.embedding_model or default_embedding_model()
 
 
-_query_vectors: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-_query_vectors_lock = threading.Lock()
-_QUERY_VECTOR_CACHE_SIZE = 512
-
-
+@process_memo(maxsize=512)
 def embed_query(*, model: str, query: str) -> list[float]:
     """Query vectors are kept per process (LRU): the same question asked again, or asked of
-    several bases, is embedded once."""
-    key = (model, query)
-    with _query_vectors_lock:
-        if key in _query_vectors:
-            _query_vectors.move_to_end(key)
-            return _query_vectors[key]
-    vector = get_embedder(model).embed([query])[0]
-    with _query_vectors_lock:
-        _query_vectors[key] = vector
-        while len(_query_vectors) > _QUERY_VECTOR_CACHE_SIZE:
-            _query_vectors.popitem(last=False)
-    return vector
+    several bases, is embedded once. Callers must not mutate the returned list."""
+    return get_embedder(model).embed([query])[0]
 
 
 def search(

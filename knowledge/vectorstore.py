@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from openspark.core.state import on_reset
+
 logger = logging.getLogger(__name__)
 
 TEXT_MAX_LENGTH = 65535  # VARCHAR limit, in bytes
@@ -279,3 +281,6 @@ def forget_vector_stores() -> None:
             except Exception:  # a client of a server that is gone may fail to close
                 logger.debug("closing a vector store client failed", exc_info=True)
         _stores.clear()
+
+
+on_reset(forget_vector_stores)

@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from openspark.core.state import on_reset
+
 from .base import ChatProvider, EmbeddingProvider
 from .retry import RetryPolicy
 
@@ -20,6 +22,7 @@ PROVIDER_NAMES = ("auto", "zhipuai", "openai_compatible", "offline")
 
 _cache: dict[tuple[Any, ...], Any] = {}
 _cache_lock = threading.Lock()
+on_reset(_cache.clear)  # keyed by the settings a provider was built from
 
 
 def _setting(name: str, default: Any) -> Any:
