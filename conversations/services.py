@@ -587,6 +587,19 @@ def batch_window() -> float:
     return min(most, base * max(1.0, _streaming.value / STREAMS_PER_BATCH_STEP))
 
 
+def checkpoint_interval() -> float:
+    """Seconds between two checkpoints of one reply: CHAT_CHECKPOINT_SECONDS when the process
+    streams few replies, one more CHAT_CHECKPOINT_SECONDS per further STREAMS_PER_BATCH_STEP
+    replies, up to CHAT_CHECKPOINT_MAX_SECONDS. A checkpoint is a row UPDATE and a cache bump
+    whatever the reply's pace, so a fixed interval made the database writes grow with the
+    streams, and a slower stream paid for more of them; this keeps a process's checkpoints
+    near STREAMS_PER_BATCH_STEP rows per CHAT_CHECKPOINT_SECONDS. The log has every batch
+    meanwhile; the checkpoint is what the database shows of a streaming reply."""
+    base = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
+    most = max(base, float(_setting("CHAT_CHECKPOINT_MAX_SECONDS", 10.0)))
+    return min(most, base * max(1.0, _streaming.value / STREAMS_PER_BATCH_STEP))
+
+
 class _ReplyStream:
     """Batches deltas, numbers them, logs and publishes each batch, checkpoints the row."""
 
@@ -595,7 +608,6 @@ class _ReplyStream:
         self.opened = time.monotonic()
         # [ms since `opened`, characters] per batch: how a cached copy is paced when replayed.
         self.pace: list[list[int]] = []
-        self.checkpoint_seconds = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
         self.parts: list[str] = []
         self.pending: list[str] = []
         self.seq = 0
@@ -643,7 +655,7 @@ class _ReplyStream:
             # Saved with the first checkpoint (or the final save): no database write on the
             # way to the first token.
             self.first_token_at = timezone.now()
-        if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
+        if self.last_flush - self.last_checkpoint >= checkpoint_interval():
             self.checkpoint()
 
     def checkpoint(self) -> None:
