@@ -10,6 +10,10 @@ server (its own process) behind the real zhipuai SDK, and real websocket / HTTP 
    and in order (lost / duplicated / out-of-order counts, text compared with what the test
    server sent), inter-delta gaps vs the server's own token gap, first-token overhead under
    load; meanwhile API clients `POST /api/v1/messages` at a steady rate: latency to the 202.
+   CPU per streamed token: the process CPU time (user + system, children included) that the
+   worker(s), the web server(s) and redis-server spent during phase 2, divided by the tokens
+   the sockets received; `--post-interval 0` leaves the posting client out, so that every CPU
+   second counted went to the streams.
 Not a test: it prints figures (record them in docs/performance.md).
 """
 
@@ -56,6 +60,7 @@ class Stack:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="osbench-chat-"))
         self.procs: list[subprocess.Popen] = []
+        self.named: dict[str, subprocess.Popen] = {}
         self._spawn_opts = {"preexec_fn": die_with_parent, "cwd": ROOT}
 
         redis_port = free_port()
@@ -118,7 +123,32 @@ class Stack:
             **self._spawn_opts,
         )  # fmt: skip
         self.procs.append(proc)
+        self.named[name] = proc
         return proc
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each part of the stack has used so far: the worker
+        processes, the web server (uvicorn's parent and its worker processes), redis-server and
+        the GLM test server; "clients" is this process (the websocket clients)."""
+        import psutil
+
+        used: dict[str, float] = {}
+        for name, proc in self.named.items():
+            part = "worker" if name.startswith("worker") else name
+            try:
+                root = psutil.Process(proc.pid)
+                family = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for member in family:
+                try:
+                    times = member.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                used[part] = used.get(part, 0.0) + times.user + times.system
+        times = psutil.Process().cpu_times()
+        used["clients"] = times.user + times.system
+        return used
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -280,46 +310,55 @@ async def poster(url: str, keys: list[str], interval: float, stop) -> list:
 
 
 async def phase_concurrent(
-    url: str, cookies: list[str], keys: list[str], args: argparse.Namespace
+    stack: Stack, cookies: list[str], keys: list[str], args: argparse.Namespace
 ) -> dict:
-    from openspark.llm.testserver import reply_text
+    from openspark.llm.testserver import reply_text, tokenize
 
+    url = stack.url
     sockets = await asyncio.gather(*(open_socket(url, c) for c in cookies))
     contents = [f"[[tokens:{args.tokens}]] conversation {i}" for i in range(len(sockets))]
     # The API client runs in its own process, as a real one would: this process's event loop
     # is busy with 200 sockets, and a response it reads late would count that delay.
     spawn = multiprocessing.get_context("spawn")
     stop, out = spawn.Event(), spawn.Queue()
-    post_proc = spawn.Process(
-        target=_poster_process, args=(url, keys, args.post_interval, stop, out), daemon=True
-    )
-    post_proc.start()
+    post_proc = None
+    if args.post_interval > 0:
+        post_proc = spawn.Process(
+            target=_poster_process, args=(url, keys, args.post_interval, stop, out), daemon=True
+        )
+        post_proc.start()
     lag_task = asyncio.create_task(loop_lag(stop))
+    cpu_before = stack.cpu_seconds()
     started = time.perf_counter()
     results = await asyncio.gather(
         *(one_reply(ws, c) for ws, c in zip(sockets, contents, strict=True))
     )
     elapsed = time.perf_counter() - started
+    cpu_after = stack.cpu_seconds()
     stop.set()
-    latencies, statuses = await asyncio.to_thread(out.get, timeout=60)
-    post_proc.join(10)
+    latencies, statuses = [], {}
+    if post_proc is not None:
+        latencies, statuses = await asyncio.to_thread(out.get, timeout=60)
+        post_proc.join(10)
     lags = await lag_task
     await asyncio.gather(*(ws.close() for ws in sockets))
 
     totals = {"duplicated": 0, "out_of_order": 0, "lost": 0, "merged": 0, "text_mismatch": 0}
-    gaps, first_tokens, durations, deltas = [], [], [], 0
+    gaps, first_tokens, durations, deltas, tokens = [], [], [], 0, 0
     for result, content in zip(results, contents, strict=True):
         expected = reply_text([{"role": "user", "content": content}])
         for key, value in delivery_check(result, expected).items():
             totals[key] += value
         times = [t for t, *_rest in result["deltas"]]
         deltas += len(times)
+        tokens += len(tokenize(result["final"]))
         gaps += [b - a for a, b in itertools.pairwise(times)]
         first_tokens.append(times[0] - result["sent"] - args.first_token_delay)
         durations.append(result["end"] - result["sent"])
     return {"totals": totals, "gaps": gaps, "first_tokens": first_tokens, "deltas": deltas,
             "durations": durations, "elapsed": elapsed, "post_latencies": latencies,
-            "post_statuses": statuses, "loop_lags": lags}  # fmt: skip
+            "post_statuses": statuses, "loop_lags": lags, "tokens": tokens,
+            "cpu": {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}}  # fmt: skip
 
 
 def main() -> None:
@@ -339,7 +378,12 @@ def main() -> None:
         help="run the Celery workers at this nice level (web stays at 0)",
     )
     parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes")
-    parser.add_argument("--post-interval", type=float, default=0.1, help="seconds between POSTs")
+    parser.add_argument(
+        "--post-interval",
+        type=float,
+        default=0.1,
+        help="seconds between POSTs; 0: no posting client",
+    )
     parser.add_argument("--api-users", type=int, default=50)
     args = parser.parse_args()
 
@@ -363,7 +407,7 @@ def main() -> None:
         print("   of which (p50): " + ", ".join(f"{name} {ms(pct(v, 50))}"
                                                 for name, v in parts.items()))  # fmt: skip
 
-        r = asyncio.run(phase_concurrent(stack.url, cookies, keys, args))
+        r = asyncio.run(phase_concurrent(stack, cookies, keys, args))
         ideal = args.first_token_delay + (args.tokens - 1) * args.token_delay
         print(
             f"\n2. {args.conversations} concurrent replies, {r['deltas']} deltas, "
@@ -389,12 +433,27 @@ def main() -> None:
             f"p95 {pct(r['durations'], 95):.2f} s (ideal {ideal:.2f} s)"
         )
         print(f"   load average at the end: {loadavg()}")
-        lat = r["post_latencies"]
+        cpu, tokens = r["cpu"], r["tokens"]
+        stack_cpu = sum(cpu.get(part, 0.0) for part in ("worker", "web", "redis"))
         print(
-            f"   POST /api/v1/messages (n={len(lat)}, statuses {r['post_statuses']}): "
-            f"p50 {ms(pct(lat, 50))}, p95 {ms(pct(lat, 95))}, max {ms(max(lat))} "
-            f"(from a separate client process)"
+            f"   CPU per streamed token ({tokens} tokens): worker + web + redis "
+            f"{stack_cpu / tokens * 1e6:.0f} µs = "
+            + " + ".join(
+                f"{part} {cpu.get(part, 0.0) / tokens * 1e6:.0f}"
+                for part in ("worker", "web", "redis")
+            )
+            + f"; also GLM test server {cpu.get('glm', 0.0) / tokens * 1e6:.0f}, "
+            f"socket clients {cpu['clients'] / tokens * 1e6:.0f} "
+            f"(CPU seconds: {', '.join(f'{k} {v:.1f}' for k, v in sorted(cpu.items()))}; "
+            f"{'with' if r['post_latencies'] else 'without'} the posting client)"
         )
+        lat = r["post_latencies"]
+        if lat:
+            print(
+                f"   POST /api/v1/messages (n={len(lat)}, statuses {r['post_statuses']}): "
+                f"p50 {ms(pct(lat, 50))}, p95 {ms(pct(lat, 95))}, max {ms(max(lat))} "
+                f"(from a separate client process)"
+            )
         lags = r["loop_lags"]
         print(
             f"   the socket clients' event loop woke late by p50 {ms(pct(lags, 50))}, "

@@ -587,6 +587,19 @@ def batch_window() -> float:
     return min(most, base * max(1.0, _streaming.value / STREAMS_PER_BATCH_STEP))
 
 
+def checkpoint_interval() -> float:
+    """Seconds between two checkpoints of one reply: CHAT_CHECKPOINT_SECONDS when the process
+    streams few replies, one more CHAT_CHECKPOINT_SECONDS per further STREAMS_PER_BATCH_STEP
+    replies, up to CHAT_CHECKPOINT_MAX_SECONDS. A checkpoint is a row UPDATE and a cache bump
+    whatever the reply's pace, so a fixed interval made the database writes grow with the
+    streams, and a slower stream paid for more of them; this keeps a process's checkpoints
+    near STREAMS_PER_BATCH_STEP rows per CHAT_CHECKPOINT_SECONDS. The log has every batch
+    meanwhile; the checkpoint is what the database shows of a streaming reply."""
+    base = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
+    most = max(base, float(_setting("CHAT_CHECKPOINT_MAX_SECONDS", 10.0)))
+    return min(most, base * max(1.0, _streaming.value / STREAMS_PER_BATCH_STEP))
+
+
 class _ReplyStream:
     """Batches deltas, numbers them, logs and publishes each batch, checkpoints the row."""
 
@@ -595,7 +608,6 @@ class _ReplyStream:
         self.opened = time.monotonic()
         # [ms since `opened`, characters] per batch: how a cached copy is paced when replayed.
         self.pace: list[list[int]] = []
-        self.checkpoint_seconds = float(_setting("CHAT_CHECKPOINT_SECONDS", 1.0))
         self.parts: list[str] = []
         self.pending: list[str] = []
         self.seq = 0
@@ -643,7 +655,7 @@ class _ReplyStream:
             # Saved with the first checkpoint (or the final save): no database write on the
             # way to the first token.
             self.first_token_at = timezone.now()
-        if self.last_flush - self.last_checkpoint >= self.checkpoint_seconds:
+        if self.last_flush - self.last_checkpoint >= checkpoint_interval():
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -786,54 +798,70 @@ def reply_generate(*, message_id: int) -> str:
         realtime.reply_lease_release(message_id=reply.id)
 
 
+@dataclass(slots=True)
+class _ReplyPlan:
+    """What a reply is generated with, settled before its first token."""
+
+    settings: ReplySettings
+    provider: ChatProvider
+    prompt: list
+    passages: list[Passage]
+    max_tokens: int | None
+    cache_key: str | None = None
+    # The cached answer replayed instead of a model call, if any.
+    hit: dict | None = None
+
+
+class _ReplyFailure(Exception):
+    """A step before streaming cannot go on: the reply fails with this code and message."""
+
+    def __init__(self, code: str, message: str, *, provider: ChatProvider | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.message = message
+        self.provider = provider
+
+
 def _reply_stream(reply: Message) -> str:
-    user = reply.conversation.owner
-    question = reply.reply_to
+    """Plan the reply, stream it to its readers, save it: the claimed reply's whole run."""
     stream = _ReplyStream(reply)
-    prompt: list = []
-    passages: list[Passage] = []
-    finish: Finish | None = None
-    provider: ChatProvider | None = None
     try:
-        settings_ = reply_settings_get(user=user, assistant_id=reply.conversation.assistant_id)
-    except ApplicationError as error:
-        return _reply_fail(
-            reply=reply, stream=stream, code="assistant_unavailable", message=error.message
-        )
-    try:
-        if settings_.provider:
-            # Still served? Settings may have changed since the assistant was saved.
-            chat_model_check(provider=settings_.provider, model=settings_.model)
-        provider = get_chat_provider(provider=settings_.provider, model=settings_.model)
-    except (ImproperlyConfigured, UnknownChatModel):
-        logger.exception("No usable chat provider for reply %s", reply.id)
+        plan = _reply_plan(reply)
+    except _ReplyFailure as failure:
         return _reply_fail(
             reply=reply,
             stream=stream,
-            code="provider_not_configured",
-            message=_(
-                "The AI service is not configured correctly. "
-                "An administrator needs to check its settings."
-            ),
+            provider=failure.provider,
+            code=failure.code,
+            message=failure.message,
         )
-    prompt = _prompt_for(reply, system_prompt=settings_.system_prompt)
+    _connection_release()
+    failed = {"reply": reply, "stream": stream, "prompt": plan.prompt, "passages": plan.passages}
     try:
-        passages = passages_retrieve(
-            user=user,
-            knowledge_base_ids=question.knowledge_base_ids,
-            query=question.content,
-            lent_ids=settings_.knowledge_base_ids,
-            score_threshold=settings_.score_threshold,
+        finish = _events_relay(_reply_events(plan, opened=stream.opened), stream=stream)
+    except LLMError as error:
+        logger.warning("Reply %s failed: %r", reply.id, error)
+        return _reply_fail(
+            **failed, provider=plan.provider, code=error.code.value, message=error.message
         )
     except Exception:
-        logger.exception("Retrieval for reply %s failed", reply.id)
-        return _reply_fail(
-            reply=reply,
-            stream=stream,
-            provider=provider,
-            code="retrieval_failed",
-            message=_("Searching the knowledge bases failed. Please try again."),
+        logger.exception("Reply %s failed", reply.id)
+        _reply_fail(
+            **failed,
+            provider=plan.provider,
+            code="internal_error",
+            message=_("Something went wrong while generating the reply. Please try again."),
         )
+        raise
+    return _reply_save(reply, stream=stream, plan=plan, finish=finish)
+
+
+def _reply_plan(reply: Message) -> _ReplyPlan:
+    """Settings, provider, prompt, sources within the reservation, and the cached answer."""
+    settings_ = _reply_settings_for(reply)
+    provider = _reply_provider(reply, reply_settings=settings_)
+    prompt = _prompt_for(reply, system_prompt=settings_.system_prompt)
+    passages = _reply_passages(reply, reply_settings=settings_, provider=provider)
     max_tokens = settings_.max_tokens or int(_setting("CHAT_REPLY_MAX_TOKENS", 0)) or None
     if reply.reserved_tokens:
         # The reservation counted on this cap and on the prompt's estimate: keep to both.
@@ -844,74 +872,125 @@ def _reply_stream(reply: Message) -> str:
     if settings_.sources_only and not passages:
         # Nothing relevant above the bases' thresholds: the fallback text, no model call.
         provider = FixedReply(settings_.fallback_message)
-    cache_key = _ai_response_key(
-        user=user,
+    plan = _ReplyPlan(
+        settings=settings_,
         provider=provider,
         prompt=prompt,
         passages=passages,
         max_tokens=max_tokens,
-        reply_settings=settings_,
+    )
+    plan.cache_key, plan.hit = _reply_cache_lookup(reply, plan=plan)
+    return plan
+
+
+def _reply_settings_for(reply: Message) -> ReplySettings:
+    try:
+        return reply_settings_get(
+            user=reply.conversation.owner, assistant_id=reply.conversation.assistant_id
+        )
+    except ApplicationError as error:
+        raise _ReplyFailure("assistant_unavailable", error.message) from error
+
+
+def _reply_provider(reply: Message, *, reply_settings: ReplySettings) -> ChatProvider:
+    try:
+        if reply_settings.provider:
+            # Still served? Settings may have changed since the assistant was saved.
+            chat_model_check(provider=reply_settings.provider, model=reply_settings.model)
+        return get_chat_provider(provider=reply_settings.provider, model=reply_settings.model)
+    except (ImproperlyConfigured, UnknownChatModel) as error:
+        logger.exception("No usable chat provider for reply %s", reply.id)
+        raise _ReplyFailure(
+            "provider_not_configured",
+            _(
+                "The AI service is not configured correctly. "
+                "An administrator needs to check its settings."
+            ),
+        ) from error
+
+
+def _reply_passages(
+    reply: Message, *, reply_settings: ReplySettings, provider: ChatProvider
+) -> list[Passage]:
+    question = reply.reply_to
+    try:
+        return passages_retrieve(
+            user=reply.conversation.owner,
+            knowledge_base_ids=question.knowledge_base_ids,
+            query=question.content,
+            lent_ids=reply_settings.knowledge_base_ids,
+            score_threshold=reply_settings.score_threshold,
+        )
+    except Exception as error:
+        logger.exception("Retrieval for reply %s failed", reply.id)
+        raise _ReplyFailure(
+            "retrieval_failed",
+            _("Searching the knowledge bases failed. Please try again."),
+            provider=provider,
+        ) from error
+
+
+def _reply_cache_lookup(reply: Message, *, plan: _ReplyPlan) -> tuple[str | None, dict | None]:
+    """The reply's `ai_response` key (None: not cacheable) and the answer stored under it."""
+    cache_key = _ai_response_key(
+        user=reply.conversation.owner,
+        provider=plan.provider,
+        prompt=plan.prompt,
+        passages=plan.passages,
+        max_tokens=plan.max_tokens,
+        reply_settings=plan.settings,
     )
     hit = None
     # Regenerating asks for another answer: never the cached one (the new one is stored).
-    if cache_key and not question.replies.exclude(id=reply.id).exists():
+    if cache_key and not reply.reply_to.replies.exclude(id=reply.id).exists():
         hit = ai_response_get(cache_key)
     if hit is not None:
         logger.info("Reply %s is replayed from the ai_response cache", reply.id)
-    _connection_release()
-    try:
-        if hit is not None:
-            events = _cached_stream(hit, opened=stream.opened)
-        else:
-            events = stream_with_retry(
-                provider,
-                prompt,
-                passages=passages,
-                temperature=settings_.temperature,
-                max_tokens=max_tokens,
-                policy=get_retry_policy(),
-            )
-        # closing(): on stop, the provider's HTTP stream is released now.
-        _streaming.add(1)
-        try:
-            with closing(events):
-                for event in events:
-                    if isinstance(event, Delta):
-                        stream.add(event.text)
-                        if stream.stop_requested:
-                            break
-                    else:
-                        finish = event
-        finally:
-            _streaming.add(-1)
-        stream.flush()
-    except LLMError as error:
-        logger.warning("Reply %s failed: %r", reply.id, error)
-        return _reply_fail(
-            reply=reply,
-            stream=stream,
-            prompt=prompt,
-            passages=passages,
-            provider=provider,
-            code=error.code.value,
-            message=error.message,
-        )
-    except Exception:
-        logger.exception("Reply %s failed", reply.id)
-        _reply_fail(
-            reply=reply,
-            stream=stream,
-            prompt=prompt,
-            passages=passages,
-            provider=provider,
-            code="internal_error",
-            message=_("Something went wrong while generating the reply. Please try again."),
-        )
-        raise
+    return cache_key, hit
 
+
+def _reply_events(plan: _ReplyPlan, *, opened: float) -> Iterator[ChatEvent]:
+    if plan.hit is not None:
+        return _cached_stream(plan.hit, opened=opened)
+    return stream_with_retry(
+        plan.provider,
+        plan.prompt,
+        passages=plan.passages,
+        temperature=plan.settings.temperature,
+        max_tokens=plan.max_tokens,
+        policy=get_retry_policy(),
+    )
+
+
+def _events_relay(events: Iterator[ChatEvent], *, stream: _ReplyStream) -> Finish | None:
+    """Pass the deltas to `stream` until the provider finishes or a stop is requested; the
+    provider's Finish, None when it did not finish."""
+    finish = None
+    _streaming.add(1)
+    try:
+        # closing(): on stop, the provider's HTTP stream is released now.
+        with closing(events):
+            for event in events:
+                if isinstance(event, Delta):
+                    stream.add(event.text)
+                    if stream.stop_requested:
+                        break
+                else:
+                    finish = event
+    finally:
+        _streaming.add(-1)
+    stream.flush()
+    return finish
+
+
+def _reply_save(
+    reply: Message, *, stream: _ReplyStream, plan: _ReplyPlan, finish: Finish | None
+) -> str:
+    """Finish the streamed reply (completed, or stopped), store a completed answer in the
+    cache and ask for the conversation's title."""
     text = stream.text
     if finish is None or stream.stop_requested:
-        usage = _estimated_usage(prompt=prompt, passages=passages, text=text)
+        usage = _estimated_usage(prompt=plan.prompt, passages=plan.passages, text=text)
         status = Message.Status.STOPPED
     else:
         usage = {
@@ -919,7 +998,7 @@ def _reply_stream(reply: Message) -> str:
             "completion_tokens": finish.usage.completion_tokens,
         }
         status = Message.Status.COMPLETED
-    citations = prompts.citations_for(text=text, passages=passages)
+    citations = prompts.citations_for(text=text, passages=plan.passages)
     finished = _reply_finish(
         reply=reply,
         leaving=Message.Status.STREAMING,
@@ -929,17 +1008,17 @@ def _reply_stream(reply: Message) -> str:
         last_seq=stream.seq,
         first_token_at=stream.first_token_at,
         citations=citations,
-        provider=provider.name,
-        model=provider.model,
+        provider=plan.provider.name,
+        model=plan.provider.model,
         **usage,
     )
-    if finished:
-        if status == Message.Status.COMPLETED and cache_key and hit is None:
+    if finished and status == Message.Status.COMPLETED:
+        if plan.cache_key and plan.hit is None:
             ai_response_set(
-                cache_key, content=text, citations=citations, usage=usage, pace=stream.pace
+                plan.cache_key, content=text, citations=citations, usage=usage, pace=stream.pace
             )
-        if status == Message.Status.COMPLETED and not reply.conversation.title:
-            _title_enqueue(conversation_id=reply.conversation_id, user=user)
+        if not reply.conversation.title:
+            _title_enqueue(conversation_id=reply.conversation_id, user=reply.conversation.owner)
     return status
 
 

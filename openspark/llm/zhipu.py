@@ -15,6 +15,7 @@ from zhipuai import (
     ZhipuAI,
     ZhipuAIError,
 )
+from zhipuai.core import StreamResponse
 
 from .base import (
     ChatEvent,
@@ -153,18 +154,26 @@ class ZhipuChatProvider(ChatProvider):
                 stream=True,
                 **self._options(temperature, max_tokens),
             )
-            for chunk in response:
-                if chunk.usage is not None:
+            # The SDK's own stream (its SSE reading and error events) with each chunk as the
+            # JSON object it is: building the SDK's pydantic chunk model was ~85 % of the
+            # worker's CPU per token (docs/performance.md, "Chat streams").
+            chunks = StreamResponse(
+                cast_type=object, response=response.response, client=self._client
+            )
+            for chunk in chunks:
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"stream chunk is not a JSON object: {chunk!r:.200}")
+                if reported := chunk.get("usage"):
                     usage = Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
+                        prompt_tokens=int(reported.get("prompt_tokens") or 0),
+                        completion_tokens=int(reported.get("completion_tokens") or 0),
                     )
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
-                        streamed.append(choice.delta.content)
-                        yield Delta(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+                for choice in chunk.get("choices") or ():
+                    if text := (choice.get("delta") or {}).get("content"):
+                        streamed.append(text)
+                        yield Delta(text)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
         except SDK_ERRORS as exc:
             raise map_zhipu_error(exc) from exc
         finally:

@@ -432,6 +432,8 @@ CHAT_DELTA_BATCH_SECONDS = env.float("CHAT_DELTA_BATCH_SECONDS", default=0.05)
 # The batch window grows with the replies a worker process streams at once, up to this.
 CHAT_DELTA_BATCH_MAX_SECONDS = env.float("CHAT_DELTA_BATCH_MAX_SECONDS", default=0.25)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+# The checkpoint interval grows like the batch window, up to this (well under the lease).
+CHAT_CHECKPOINT_MAX_SECONDS = env.float("CHAT_CHECKPOINT_MAX_SECONDS", default=10.0)
 CHAT_REPLY_LOG_TTL = env.int("CHAT_REPLY_LOG_TTL", default=600)
 # A reply still `pending` after this long lost its task: the beat sweep queues it again.
 CHAT_PENDING_REQUEUE_SECONDS = env.int("CHAT_PENDING_REQUEUE_SECONDS", default=300)

@@ -115,6 +115,16 @@ def test_batch_window_grows_with_the_replies_streaming_in_the_process(settings, 
         assert services.batch_window() == pytest.approx(window)
 
 
+def test_checkpoint_interval_grows_with_the_replies_streaming_in_the_process(settings, monkeypatch):
+    from conversations import services
+
+    settings.CHAT_CHECKPOINT_SECONDS = 1.0
+    settings.CHAT_CHECKPOINT_MAX_SECONDS = 10.0
+    for streaming, interval in [(0, 1.0), (25, 1.0), (50, 2.0), (100, 4.0), (400, 10.0)]:
+        monkeypatch.setattr(services._streaming, "value", streaming)
+        assert services.checkpoint_interval() == pytest.approx(interval)
+
+
 def test_history_window_is_sent_and_title_is_generated(user, glm):
     first, reply1, _ = send(user, content="First question")
     reply_generate(message_id=reply1.id)
