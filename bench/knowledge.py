@@ -11,7 +11,9 @@ Chinese translations (`apt-get install manpages-zh`). Each page's NAME line is t
 ("ls - list directory contents" → "list directory contents"), the page's body without its
 NAME line is the document, and the known answer is that page: a known-item search.
 
-Options: --pages N (per language, default 300), --skip-latency, --skip-quality.
+Options: --pages N (per language, default 300), --skip-latency, --skip-quality,
+--precisions fp32,int8 (instead of the sections above: ingestion and quality with the local
+model in each precision side by side, and bases searched with the other precision's queries).
 """
 
 from __future__ import annotations
@@ -318,12 +320,54 @@ def _query_cache_clear() -> None:
     retrieval.embed_query.cache_clear()
 
 
+def compare_precisions(user, precisions: list[str], en_pages, zh_pages, workers: int) -> None:
+    """Ingestion speed and retrieval quality per precision of the local model, in one process,
+    then each base searched with queries of every other precision (a deployment that changes
+    precision keeps the vectors it has)."""
+    from django.test import override_settings
+
+    from knowledge.embedders import local_embedder
+    from knowledge.services import knowledge_base_create
+
+    print(f"\n## Local model precision ({', '.join(precisions)}), load {_load()}")
+    bases = {}
+    for precision in precisions:
+        with override_settings(KNOWLEDGE_LOCAL_EMBED_PRECISION=precision):
+            local_embedder().embed(["warm up"])
+            for label, pages in (("English", en_pages), ("Chinese", zh_pages)):
+                base = knowledge_base_create(
+                    owner=user, name=f"{precision}-{label}", enforce_quota=False
+                )
+                result = ingest(base, user, pages)
+                report_ingest(f"{precision}, {label}", result)
+                bases[precision, label] = (base, pages, result["doc_ids"])
+                other = knowledge_base_create(
+                    owner=user, name=f"{precision}-{label}-{workers}", enforce_quota=False
+                )
+                report_ingest(f"{precision}, {label}", ingest(other, user, pages, workers=workers))
+                print(f"    (load {_load()})")
+    for (precision, label), (base, pages, doc_ids) in bases.items():
+        for queries in precisions:
+            _query_cache_clear()
+            with override_settings(KNOWLEDGE_LOCAL_EMBED_PRECISION=queries):
+                scores = quality(base, pages, doc_ids, modes=("vector", "hybrid"))
+            line = " | ".join(f"{m} recall@5 {r:.3f} MRR {mrr:.3f}" for m, (r, mrr) in
+                              scores.items())  # fmt: skip
+            print(f"  {label} base in {precision}, queries in {queries}: {line}")
+    _query_cache_clear()
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--workers", type=int, default=4, help="documents at a time, 2nd run")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--precisions", help="e.g. fp32,int8: compare these precisions only")
     args = parser.parse_args()
 
     zh_folder = Path("/usr/share/man/zh_CN/man1")
@@ -346,6 +390,9 @@ def main() -> None:
     zh_pages = load_manpages(zh_folder, args.pages)
     en_pages = load_manpages(Path("/usr/share/man/man1"), args.pages)
     print(f"Corpus: {len(en_pages)} English and {len(zh_pages)} Chinese manual pages (man1)")
+    if args.precisions:
+        compare_precisions(user, args.precisions.split(","), en_pages, zh_pages, args.workers)
+        return
 
     print("\n## Ingestion (documents_upload + document_vectorize, local MiniLM, Milvus Lite)")
     en_base = knowledge_base_create(owner=user, name="man-en", enforce_quota=False)

@@ -42,7 +42,7 @@ from openspark.core.services import (
     task_progress_set,
     task_progress_step,
 )
-from openspark.llm.base import LLMError
+from openspark.llm.base import EmbeddingProvider, LLMError
 from throttling.models import Plan
 from throttling.selectors import plan_for_user
 
@@ -465,81 +465,22 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
     document's current one (re-index requested meanwhile, sweep re-queue) does nothing.
     Returns the final status. Raises RetryableIngestError for transient failures."""
     document = Document.objects.select_related("knowledge_base").filter(id=document_id).first()
-    if document is None:
-        return "missing"
-    if task_id and document.task_id and document.task_id != task_id:
-        return "superseded"
+    stale = _run_stale(document, task_id)
+    if stale:
+        return stale
     if document.attempts >= settings.KNOWLEDGE_INGEST_MAX_ATTEMPTS:
         return _fail(document, _interrupted_reason(document.attempts), timings={})
-    base = document.knowledge_base
     was_ready = document.status == Document.Status.READY
-    # Counted before any work: a run whose process dies never gets to reset it.
-    _set_progress(
-        document,
-        1,
-        status=Document.Status.PROCESSING,
-        error="",
-        processing_started_at=timezone.now(),
-        attempts=F("attempts") + 1,
-    )
+    _run_claim(document)
     timings: dict[str, float] = {}
     out_of_memory = False
     try:
-        started = time.perf_counter()
-        with document.file.open("rb") as handle:
-            data = handle.read()
-        sections = parse_document(data=data, file_type=document.file_type)
-        timings["parse"] = time.perf_counter() - started
-        started = time.perf_counter()
-        drafts = chunk_sections(
-            sections, chunk_size=base.chunk_size, chunk_overlap=base.chunk_overlap
-        )
-        timings["split"] = time.perf_counter() - started
-        _set_progress(document, 10)
-
-        model = base.embedding_model or default_embedding_model()
-        embedder = get_embedder(model)
-        started = time.perf_counter()
-        vectors: list[list[float]] = []
-        batch = max(1, settings.KNOWLEDGE_EMBED_BATCH_SIZE)
-        for start in range(0, len(drafts), batch):
-            vectors.extend(embedder.embed([d.text for d in drafts[start : start + batch]]))
-            _set_progress(document, 10 + int(80 * min(len(drafts), start + batch) / len(drafts)))
-        timings["embed"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        store = get_vector_store()
-        collection = store.ensure_collection(model=model, dimension=embedder.dimension)
-        with transaction.atomic():
-            current = Document.objects.select_for_update().filter(id=document.id).first()
-            if current is None:
-                return "missing"
-            if task_id and current.task_id and current.task_id != task_id:
-                return "superseded"
-            old_ids = list(current.chunks.values_list("id", flat=True))
-            Chunk.objects.filter(id__in=old_ids).delete()
-            chunks = Chunk.objects.bulk_create(
-                Chunk(
-                    document=document,
-                    knowledge_base=base,
-                    ordinal=ordinal,
-                    text=draft.text,
-                    token_count=draft.token_count,
-                    page=draft.page,
-                    section=draft.section,
-                )
-                for ordinal, draft in enumerate(drafts)
-            )
-        store.upsert(
-            collection=collection,
-            rows=[
-                VectorRow(c.id, base.id, document.id, c.text, v)
-                for c, v in zip(chunks, vectors, strict=True)
-            ],
-        )
-        # Old vectors go after the new ones are in, so a re-indexed document stays findable.
-        store.delete_chunks(collection=collection, chunk_ids=old_ids)
-        timings["store"] = time.perf_counter() - started
+        drafts = _run_parse(document, timings)
+        model, embedder = _run_embedder(document.knowledge_base)
+        vectors = _run_embed(document, embedder, drafts, timings)
+        chunk_count = _run_store(document, task_id, model, embedder, drafts, vectors, timings)
+    except _RunStale as exc:
+        return exc.status
     except ParseError as exc:
         return _fail(document, str(exc), timings=timings)
     except SoftTimeLimitExceeded:
@@ -565,11 +506,145 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
         )
     if out_of_memory:
         return _fail(document, _memory_limit_reason(), timings=timings)
+    return _run_finish(
+        document, model=model, chunk_count=chunk_count, was_ready=was_ready, timings=timings
+    )
 
+
+class _RunStale(Exception):
+    """The document was deleted, or its run superseded, while this run worked on it."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _run_stale(document: Document | None, task_id: str | None) -> str:
+    """The status a run that must not touch the document returns ("missing", "superseded"),
+    or "" when it may go on."""
+    if document is None:
+        return "missing"
+    if task_id and document.task_id and document.task_id != task_id:
+        return "superseded"
+    return ""
+
+
+def _run_claim(document: Document) -> None:
+    # Attempts are counted before any work: a run whose process dies never gets to reset them.
+    _set_progress(
+        document,
+        1,
+        status=Document.Status.PROCESSING,
+        error="",
+        processing_started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+
+
+def _run_parse(document: Document, timings: dict[str, float]) -> list:
+    """The file's text as chunk drafts (ParseError for a file that cannot be read)."""
+    base = document.knowledge_base
+    started = time.perf_counter()
+    with document.file.open("rb") as handle:
+        data = handle.read()
+    sections = parse_document(data=data, file_type=document.file_type)
+    timings["parse"] = time.perf_counter() - started
+    started = time.perf_counter()
+    drafts = chunk_sections(sections, chunk_size=base.chunk_size, chunk_overlap=base.chunk_overlap)
+    timings["split"] = time.perf_counter() - started
+    _set_progress(document, 10)
+    return drafts
+
+
+def _run_embedder(base: KnowledgeBase) -> tuple[str, EmbeddingProvider]:
+    model = base.embedding_model or default_embedding_model()
+    return model, get_embedder(model)
+
+
+def _run_embed(
+    document: Document, embedder: EmbeddingProvider, drafts: list, timings: dict[str, float]
+) -> list[list[float]]:
+    """One vector per draft, in batches, progress moving from 10 to 90 %."""
+    started = time.perf_counter()
+    vectors: list[list[float]] = []
+    batch = max(1, settings.KNOWLEDGE_EMBED_BATCH_SIZE)
+    for start in range(0, len(drafts), batch):
+        vectors.extend(embedder.embed([d.text for d in drafts[start : start + batch]]))
+        _set_progress(document, 10 + int(80 * min(len(drafts), start + batch) / len(drafts)))
+    timings["embed"] = time.perf_counter() - started
+    return vectors
+
+
+def _run_store(
+    document: Document,
+    task_id: str | None,
+    model: str,
+    embedder: EmbeddingProvider,
+    drafts: list,
+    vectors: list[list[float]],
+    timings: dict[str, float],
+) -> int:
+    """Replace the document's chunks and vectors with the new ones; returns the chunk count.
+    Raises _RunStale when the document went away or another run took it over meanwhile."""
+    started = time.perf_counter()
+    store = get_vector_store()
+    collection = store.ensure_collection(model=model, dimension=embedder.dimension)
+    chunks, old_ids = _chunks_replace(document, task_id, drafts)
+    _vectors_replace(
+        store,
+        collection,
+        rows=[
+            VectorRow(c.id, document.knowledge_base_id, document.id, c.text, v)
+            for c, v in zip(chunks, vectors, strict=True)
+        ],
+        old_ids=old_ids,
+    )
+    timings["store"] = time.perf_counter() - started
+    return len(chunks)
+
+
+def _chunks_replace(
+    document: Document, task_id: str | None, drafts: list
+) -> tuple[list[Chunk], list[int]]:
+    """The new Chunk rows (with ids) and the ids of the rows they replace, under the
+    document's row lock, so a run superseded meanwhile writes nothing."""
+    with transaction.atomic():
+        current = Document.objects.select_for_update().filter(id=document.id).first()
+        stale = _run_stale(current, task_id)
+        if stale:
+            raise _RunStale(stale)
+        old_ids = list(current.chunks.values_list("id", flat=True))
+        Chunk.objects.filter(id__in=old_ids).delete()
+        chunks = Chunk.objects.bulk_create(
+            Chunk(
+                document=document,
+                knowledge_base_id=document.knowledge_base_id,
+                ordinal=ordinal,
+                text=draft.text,
+                token_count=draft.token_count,
+                page=draft.page,
+                section=draft.section,
+            )
+            for ordinal, draft in enumerate(drafts)
+        )
+    return chunks, old_ids
+
+
+def _vectors_replace(store, collection: str, *, rows: list[VectorRow], old_ids: list[int]) -> None:
+    """The document's vectors in the store once its chunk rows are committed: anything the
+    store needs before they are searchable (a flush, an index) belongs here."""
+    store.upsert(collection=collection, rows=rows)
+    # Old vectors go after the new ones are in, so a re-indexed document stays findable.
+    store.delete_chunks(collection=collection, chunk_ids=old_ids)
+
+
+def _run_finish(
+    document: Document, *, model: str, chunk_count: int, was_ready: bool, timings: dict
+) -> str:
     Document.objects.filter(id=document.id).update(
         status=Document.Status.READY,
         progress=100,
-        chunk_count=len(chunks),
+        chunk_count=chunk_count,
         attempts=0,
         error="",
         processed_at=timezone.now(),
@@ -577,14 +652,14 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
         updated_at=timezone.now(),
     )
     task_progress_set(task_id=document.task_id or None, progress=100)
-    document_ingested(model=model, chunks=len(chunks), timings=timings)
-    retrieval_cache.bump(base.id)
+    document_ingested(model=model, chunks=chunk_count, timings=timings)
+    retrieval_cache.bump(document.knowledge_base_id)
     if document.uploaded_by_id and not was_ready:
         notification_send(
             user=document.uploaded_by,
             kind=Notification.Kind.DOCUMENT_READY,
             title=_("“%(title)s” is ready") % {"title": document.title},
-            body=_("%(n)d passages can now be searched.") % {"n": len(chunks)},
+            body=_("%(n)d passages can now be searched.") % {"n": chunk_count},
             level="success",
             url=f"/knowledge/?kb={document.knowledge_base_id}",
         )

@@ -156,3 +156,35 @@ def test_results_are_cached_and_invalidated_when_the_base_changes(
         assert all(h.chunk.document.title != "理赔.txt" for h in after)
     finally:
         retrieval.get_vector_store = real
+
+
+FACTS = {
+    "photosynthesis.txt": b"Photosynthesis converts sunlight, water and CO2 into sugar.",
+    "westphalia.txt": b"The Treaty of Westphalia ended the Thirty Years War in 1648.",
+    "tides.txt": b"Tides rise and fall twice a day because of the pull of the Moon.",
+}
+QUESTIONS = {
+    "how do plants make food from light": "photosynthesis.txt",
+    "which peace ended the war in 1648": "westphalia.txt",
+    "why does the sea level change every day": "tides.txt",
+}
+
+
+@pytest.mark.parametrize(("documents", "queries"), [("int8", "int8"), ("fp32", "int8"),
+                                                     ("int8", "fp32")])  # fmt: skip
+def test_int8_embedder_finds_the_right_document_in_bases_of_either_precision(
+    user, settings, documents, queries
+):
+    settings.KNOWLEDGE_LOCAL_EMBED_PRECISION = documents
+    base = knowledge_base_create(owner=user, name="Facts")
+    for name, text in FACTS.items():
+        assert ingest(base, user, name, text).status == "ready"
+    settings.KNOWLEDGE_LOCAL_EMBED_PRECISION = queries
+    with retrieval._query_vectors_lock:
+        retrieval._query_vectors.clear()  # query vectors are kept per model, not precision
+    for query, expected in QUESTIONS.items():
+        hits = retrieval.search(
+            knowledge_bases=[base], query=query, top_k=3, mode="vector", score_threshold=-1,
+            use_cache=False,
+        )  # fmt: skip
+        assert hits[0].chunk.document.title == expected, (query, hits)
