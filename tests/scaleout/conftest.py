@@ -139,7 +139,11 @@ def stack(django_db_setup, live_logs, milvus_server, _glm_server):
         vectors=VectorStore(uri=milvus_server, prefix=env["KNOWLEDGE_COLLECTION_PREFIX"]),
     )
     yield stack
-    for process in (stack.beat, *stack.workers, stack.a, stack.b):
+    processes = (stack.beat, *stack.workers, stack.a, stack.b)
+    for process in processes:  # all stop side by side
+        if process.process.poll() is None:
+            process.process.terminate()
+    for process in processes:
         process.stop()
     _forget(stack, queue_names)
 
@@ -162,10 +166,28 @@ def _forget(stack: Stack, queues: list[str]) -> None:
         store.close()
 
 
+def _keys_clear(prefix: str) -> None:
+    """The stack's keys but the channel layer's: ids repeat after a flush (SQLite), and a
+    user must not inherit a budget, a cached page or a reply log from an earlier test's."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = [
+            key
+            for key in client.scan_iter(f"{prefix}:*", count=1000)
+            if not key.startswith(f"{prefix}:asgi".encode())
+        ]
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def scale(stack, glm_server):
-    """The stack with two live workers; the servers log no traceback during the test."""
+    """The stack with two live workers and none of an earlier test's keys; the servers log
+    no traceback during the test."""
     stack.ensure_workers(2)
+    _keys_clear(stack.prefix)
     servers = (stack.a, stack.b)
     seen = [len(server.log(tail=None)) for server in servers]
     yield stack

@@ -75,7 +75,7 @@ def test_a_socket_on_a_gets_every_reply_whichever_worker_streams_it(scale, glm_s
     with open_socket(scale.a, session_cookie(user)) as ws:
         # Sent in turn from the socket on A and over REST on B, into one conversation the
         # socket is in, until both workers have streamed replies (the broker hands them out
-        # in turn, so two or three replies do).
+        # about in turn, so two or three replies do).
         for n in itertools.count():
             question = f"[[tokens:30]] question {n} about the tides"
             if n % 2 == 0:
@@ -93,7 +93,7 @@ def test_a_socket_on_a_gets_every_reply_whichever_worker_streams_it(scale, glm_s
             assert on_b.get(f"/api/v1/messages/{reply_id}/").json()["content"] == saved["content"]
             worker = scale.worker_of(task_id)
             took[worker.name] = took.get(worker.name, 0) + 1
-            if (len(took) == 2 and n >= 1) or n == 7:
+            if (len(took) == 2 and n >= 1) or n == 11:
                 break
     assert len(took) == 2, took
 
@@ -152,6 +152,10 @@ QUOKKA = (
     "Quokkas are small marsupials living on Rottnest Island near Perth. They are nocturnal, "
     "eat grasses and leaves, and can survive long periods without drinking water."
 )
+KILN = (
+    "A kiln fires clay at twelve hundred degrees; the potter glazes each bowl before the "
+    "second firing and lets the kiln cool for a whole day before opening it."
+)
 
 
 def _wait_ready(client: httpx.Client, document_id: int, timeout: float) -> dict:
@@ -178,30 +182,37 @@ def _vector_chunk_ids(scale, document_id: int) -> list[int]:
     return sorted(ids)
 
 
-def test_a_document_uploaded_on_b_is_searchable_from_a(scale):
+def test_documents_uploaded_on_b_are_searchable_from_a(scale):
     user = UserFactory()
     _key, raw = api_key_create(user=user, name="docs")
     on_a, on_b = api(scale.a, raw), api(scale.b, raw)
     base = on_b.post("/api/v1/knowledge/bases/", json={"name": "Animals"}).json()
-    search = {"query": "where do quokkas live?", "knowledge_base_ids": [base["id"]]}
-    # Searched on A before the document exists: an empty ranking, cached on A's side.
-    assert on_a.post("/api/v1/knowledge/search", json=search).json()["results"] == []
+    quokkas = {"query": "where do quokkas live?", "knowledge_base_ids": [base["id"]]}
+    # Searched on A before the documents exist: an empty ranking, cached on A's side.
+    assert on_a.post("/api/v1/knowledge/search", json=quokkas).json()["results"] == []
+    # Two files in one upload: two tasks, which the two workers take side by side.
     upload = on_b.post(
         f"/api/v1/knowledge/bases/{base['id']}/documents/",
-        files=[("file", ("quokka.txt", QUOKKA.encode(), "text/plain"))],
+        files=[
+            ("file", ("quokka.txt", QUOKKA.encode(), "text/plain")),
+            ("file", ("kiln.txt", KILN.encode(), "text/plain")),
+        ],
     )
     assert upload.status_code == 202, upload.text
-    [document] = upload.json()["documents"]
-    assert _wait_ready(on_a, document["id"], timeout=30)["chunk_count"] == 1
+    ids = [document["id"] for document in upload.json()["documents"]]
+    documents = dict(zip(("quokka", "kiln"), ids, strict=True))
+    for document_id in documents.values():
+        assert _wait_ready(on_a, document_id, timeout=30)["chunk_count"] == 1
 
-    for mode in ("vector", "hybrid"):
-        hits = on_a.post("/api/v1/knowledge/search", json={**search, "mode": mode}).json()
-        assert hits["results"][0]["document_id"] == document["id"], (mode, hits)
-        assert "Rottnest" in hits["results"][0]["snippet"]
-    chunk_ids = sorted(
-        Chunk.objects.filter(document_id=document["id"]).values_list("id", flat=True)
-    )
-    assert _vector_chunk_ids(scale, document["id"]) == chunk_ids and len(chunk_ids) == 1
+    kiln = {**quokkas, "query": "how long does the kiln cool?"}
+    for search, title, words in ((quokkas, "quokka", "Rottnest"), (kiln, "kiln", "glazes")):
+        for mode in ("vector", "hybrid"):
+            hits = on_a.post("/api/v1/knowledge/search", json={**search, "mode": mode}).json()
+            assert hits["results"][0]["document_id"] == documents[title], (mode, hits)
+            assert words in hits["results"][0]["snippet"]
+    for document_id in documents.values():
+        chunk_ids = list(Chunk.objects.filter(document_id=document_id).values_list("id", flat=True))
+        assert _vector_chunk_ids(scale, document_id) == chunk_ids and len(chunk_ids) == 1
 
 
 def test_a_reply_whose_worker_is_killed_ends_failed_with_a_reason(scale, glm_server):
