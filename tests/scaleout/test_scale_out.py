@@ -28,7 +28,7 @@ from tests.scaleout.conftest import (
     session_cookie,
     wait_for,
 )
-from throttling.models import Plan
+from throttling.models import Plan, TokenUsage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -228,6 +228,8 @@ def test_a_reply_whose_worker_is_killed_ends_failed_with_a_reason(scale, glm_ser
             event = json.loads(ws.recv(timeout=15))
             if event["type"] == "reply.delta":
                 deltas.append(event)
+        reserved = TokenUsage.objects.filter(user=user).values_list("reserved_tokens", flat=True)
+        assert reserved[0] > 0  # the reply holds its most tokens from the monthly quota
         worker.kill()
         killed_at = time.monotonic()
         # The sweep (beat, run by the other worker) fails it once the lease has lapsed.
@@ -246,6 +248,8 @@ def test_a_reply_whose_worker_is_killed_ends_failed_with_a_reason(scale, glm_ser
         body = on_b.get(f"/api/v1/messages/{reply_id}/").json()
     assert body["status"] == "failed" and body["error"] == reply.error
     assert body["content"] == reply.content
+    # Its reservation went back to the quota with it.
+    assert [*reserved.all()] == [0] and reply.reserved_tokens == 0
 
 
 def _long_text(paragraphs: int) -> str:
