@@ -112,7 +112,6 @@ def test_a_users_limit_holds_across_both_servers(scale):
     admitted = statuses.count(200)
     assert 10 <= admitted <= 10 + int(elapsed / 6), (statuses, elapsed)
     assert statuses[:10] == [200] * 10 and set(statuses[10:]) <= {200, 429}
-    assert {r.status_code for r in responses[0:10:2]} == {r.status_code for r in responses[1:10:2]}
     refused = [r for r in responses if r.status_code == 429]
     assert {str(r.url).split("/api")[0] for r in refused} == {scale.a.url, scale.b.url}
     for response in refused:
@@ -130,20 +129,16 @@ def test_a_write_on_a_is_seen_by_the_next_read_on_b(scale):
     created = servers[0].post("/api/v1/conversations/", json={"title": "v0"})
     assert created.status_code == 201, created.text
     conversation_id = created.json()["id"]
-    etags = {}
     for n in range(1, 11):
         writer, reader = servers[n % 2], servers[(n + 1) % 2]
         # The reader's page is cached (and its ETag known) before the write.
         before = reader.get("/api/v1/conversations/")
         assert before.json()["results"][0]["title"] == f"v{n - 1}"
-        etags[n] = before.headers["ETag"]
-        assert (
-            reader.get("/api/v1/conversations/", headers={"If-None-Match": etags[n]}).status_code
-            == 304
-        )
+        etag = {"If-None-Match": before.headers["ETag"]}
+        assert reader.get("/api/v1/conversations/", headers=etag).status_code == 304
         renamed = writer.patch(f"/api/v1/conversations/{conversation_id}/", json={"title": f"v{n}"})
         assert renamed.status_code == 200, renamed.text
-        after = reader.get("/api/v1/conversations/", headers={"If-None-Match": etags[n]})
+        after = reader.get("/api/v1/conversations/", headers=etag)
         assert after.status_code == 200 and after.json()["results"][0]["title"] == f"v{n}"
         assert reader.get(f"/api/v1/conversations/{conversation_id}/").json()["title"] == f"v{n}"
 
