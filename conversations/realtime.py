@@ -199,6 +199,14 @@ def reply_log_end(*, message_id: int, status: str) -> None:
     pipe.execute()
 
 
+def reply_log_text(*, message_id: int) -> tuple[str, int]:
+    """What the log's batches spell and the last batch's seq: the text readers were sent
+    ("" and 0 without a log)."""
+    entries = [_entry(entry_id, fields) for entry_id, fields in _redis().xrange(_key(message_id))]
+    deltas = [entry for entry in entries if entry.end is None]
+    return "".join(entry.delta or "" for entry in deltas), (deltas[-1].seq if deltas else 0)
+
+
 def reply_stop_request(*, message_id: int) -> None:
     ttl = int(_setting("CHAT_REPLY_LOG_TTL", 600))
     _redis().set(_key(message_id, ":stop"), 1, ex=ttl)

@@ -347,13 +347,7 @@ def replies_sweep(*, now=None) -> dict[str, int]:
     for reply in stale_streaming[:500]:
         if realtime.reply_lease_held(message_id=reply.id):
             continue
-        if _reply_finish(
-            reply=reply,
-            leaving=Message.Status.STREAMING,
-            status=Message.Status.FAILED,
-            error_code="interrupted",
-            error=_("The reply was interrupted. Please regenerate it."),
-        ):
+        if _reply_interrupted(reply):
             interrupted += 1
     return {"requeued": requeued, "interrupted": interrupted}
 
@@ -556,6 +550,22 @@ def _reply_finish(
     event = reply_final_event(reply)
     realtime.publish(conversation_id=reply.conversation_id, event=event)
     return True
+
+
+def _reply_interrupted(reply: Message) -> bool:
+    """Fail a `streaming` reply whose worker is gone (nobody holds its lease). It keeps the
+    text its readers were sent: the log's batches, when the worker died after sending some it
+    had not checkpointed yet (an empty or shorter saved reply would replace what they see)."""
+    text, seq = realtime.reply_log_text(message_id=reply.id)
+    sent = {"content": text, "last_seq": seq} if seq > reply.last_seq else {}
+    return _reply_finish(
+        reply=reply,
+        leaving=Message.Status.STREAMING,
+        status=Message.Status.FAILED,
+        error_code="interrupted",
+        error=_("The reply was interrupted. Please regenerate it."),
+        **sent,
+    )
 
 
 class _StreamCount:
@@ -784,13 +794,7 @@ def reply_generate(*, message_id: int) -> str:
         if not claimed:
             reply.refresh_from_db()
             if reply.status == Message.Status.STREAMING:
-                _reply_finish(
-                    reply=reply,
-                    leaving=Message.Status.STREAMING,
-                    status=Message.Status.FAILED,
-                    error_code="interrupted",
-                    error=_("The reply was interrupted. Please regenerate it."),
-                )
+                _reply_interrupted(reply)
                 return Message.Status.FAILED
             return "skipped"
         return _reply_stream(reply)

@@ -1,11 +1,16 @@
+import contextlib
+import io
 import os
+import shutil
+import time
+import urllib.request
 
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from openspark.core.state import process_state_reset
-from openspark.embedded import start_milvus_lite
+from openspark.embedded import free_port, start_milvus_lite
 from tests.factories import UserFactory
 from tests.live import (
     redis_delete_matching,
@@ -58,6 +63,41 @@ def milvus_lite(tmp_path_factory):
     settings.MILVUS_URI = service.url
     yield service.url
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus 2.3 standalone server (dense search, partition key, delete; no BM25)."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    base = tmp_path_factory.mktemp("milvus-server")
+    server.set_base_dir(str(base))
+    server.listen_port = free_port()
+    server.wait_for_started = False
+    with contextlib.redirect_stdout(io.StringIO()):
+        server.start()
+    # Fail fast when it dies at start (e.g. a port held by a killed run's server) instead of
+    # waiting out the package's own wait, which does not notice a dead process.
+    health = f"http://127.0.0.1:{server.webservice_port}/healthz"
+    deadline = time.monotonic() + 180
+    while True:
+        if server.server_proc.poll() is not None:
+            log = base / "logs" / "milvus-stdout.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"Milvus server exited with {server.server_proc.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=5) as response:
+            if b"OK" in response.read():
+                time.sleep(1)  # as the package does: healthy a moment before serving
+                break
+        if time.monotonic() > deadline:
+            server.stop()
+            pytest.fail("Milvus server did not become healthy in 180 s")
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{server.listen_port}"
+    with contextlib.suppress(Exception):
+        server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,27 @@ class LiveProcess:
     log_path: Path
     url: str = ""
     extra: dict = field(default_factory=dict)
+    ready: Callable[[LiveProcess], bool] = lambda _process: True
+
+    def wait_ready(self, timeout: float = 60) -> LiveProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+            if self.ready(self):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
 
     def log(self, tail: int | None = 4000) -> str:
         text = self.log_path.read_text(errors="replace")
         return text if tail is None else text[-tail:]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown, no acknowledgements."""
+        self.process.kill()
+        self.process.wait(10)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -69,6 +87,9 @@ class LiveProcess:
 
 
 def _spawn(name: str, args: list[str], log_dir: Path, env: dict) -> LiveProcess:
+    # The child gets SIGTERM when the *thread* that spawns it ends (PR_SET_PDEATHSIG), so
+    # spawn from a thread that lives as long as the process should: start several with
+    # `wait=False`, then `wait_ready()` each, rather than starting them from a thread pool.
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -78,25 +99,24 @@ def _spawn(name: str, args: list[str], log_dir: Path, env: dict) -> LiveProcess:
     return LiveProcess(name, process, log_path)
 
 
-def start_asgi_server(log_dir: Path, *, env: dict | None = None, workers: int = 1) -> LiveProcess:
+def _serving(server: LiveProcess) -> bool:
+    try:
+        return httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_asgi_server(
+    log_dir: Path, *, env: dict | None = None, workers: int = 1, wait: bool = True
+) -> LiveProcess:
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "openspark.asgi:application",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
             "--ws", "websockets", "--workers", str(workers)]  # fmt: skip
     server = _spawn(f"asgi-{port}", args, log_dir, env or subprocess_env())
     server.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"ASGI server exited:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"ASGI server did not start:\n{server.log()}")
+    server.ready = _serving
+    return server.wait_ready() if wait else server
 
 
 def all_queues() -> list[str]:
@@ -111,6 +131,10 @@ def all_queues() -> list[str]:
     return [name for name in dict.fromkeys(names) if name]
 
 
+def _logged(text: str) -> Callable[[LiveProcess], bool]:
+    return lambda process: text in process.log(tail=None)
+
+
 def start_celery_worker(
     log_dir: Path,
     *,
@@ -118,6 +142,7 @@ def start_celery_worker(
     concurrency: int = 8,
     pool: str = "threads",
     queues: list[str] | None = None,
+    wait: bool = True,
 ) -> LiveProcess:
     """A worker consuming `queues` (default: all of them, as one worker of a small deployment
     would). `pool="prefork"` gives the ingest worker's hard time and memory limits."""
@@ -127,12 +152,17 @@ def start_celery_worker(
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-Q", ",".join(queues or all_queues())]  # fmt: skip
     worker = _spawn(name, args, log_dir, env or subprocess_env())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"Celery worker exited:\n{worker.log()}")
-        if " ready." in worker.log(tail=None):
-            return worker
-        time.sleep(0.2)
-    worker.stop()
-    raise RuntimeError(f"Celery worker did not start:\n{worker.log()}")
+    worker.ready = _logged(" ready.")
+    return worker.wait_ready() if wait else worker
+
+
+def start_celery_beat(log_dir: Path, *, env: dict | None = None, wait: bool = True) -> LiveProcess:
+    """Celery beat on CELERY_BEAT_SCHEDULE, its state in a file of its own rather than the
+    database scheduler's tables (which transactional tests flush under it)."""
+    name = f"beat-{free_port()}"
+    args = [sys.executable, "-m", "celery", "-A", "openspark", "beat", "--loglevel", "INFO",
+            "--scheduler", "celery.beat:PersistentScheduler",
+            "--schedule", str(log_dir / f"{name}-schedule")]  # fmt: skip
+    beat = _spawn(name, args, log_dir, env or subprocess_env())
+    beat.ready = _logged("beat: Starting...")
+    return beat.wait_ready() if wait else beat

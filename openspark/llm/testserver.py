@@ -172,15 +172,18 @@ class GLMTestServer:
         port: int = 0,
         first_token_delay: float = 0.0,
         token_delay: float = 0.0,
+        embedding_delay: float = 0.0,
         api_key: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
+        # Seconds before each embeddings answer: paces ingestion, e.g. to act mid-document.
+        self.embedding_delay = embedding_delay
         # None: any non-empty Bearer key is accepted on /api/paas/v4 and none is needed on /v1.
         self.api_key = api_key
-        self._configured = (first_token_delay, token_delay, api_key)
+        self._configured = (first_token_delay, token_delay, embedding_delay, api_key)
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -242,7 +245,9 @@ class GLMTestServer:
         with self._lock:
             self.requests.clear()
             self._faults.clear()
-        self.first_token_delay, self.token_delay, self.api_key = self._configured
+        self.first_token_delay, self.token_delay, self.embedding_delay, self.api_key = (
+            self._configured
+        )
 
     def fail_next(
         self, n: int = 1, *, status: int = 429, code: str = "1302", message: str | None = None
@@ -540,6 +545,8 @@ class _Handler(BaseHTTPRequestHandler):
         if any(estimate_tokens(t) > limit for t in texts):
             self._send_error(400, "1214", f"Each input must be at most {limit} tokens.")
             return
+        if not self.app._wait(self.app.embedding_delay):
+            raise _ClientGone
         used = sum(estimate_tokens(t) for t in texts)
         data = [
             {"index": i, "object": "embedding", "embedding": embedding_vector(t, dimension)}

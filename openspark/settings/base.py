@@ -437,9 +437,12 @@ CHAT_CHECKPOINT_MAX_SECONDS = env.float("CHAT_CHECKPOINT_MAX_SECONDS", default=1
 CHAT_REPLY_LOG_TTL = env.int("CHAT_REPLY_LOG_TTL", default=600)
 # A reply still `pending` after this long lost its task: the beat sweep queues it again.
 CHAT_PENDING_REQUEUE_SECONDS = env.int("CHAT_PENDING_REQUEUE_SECONDS", default=300)
+# How often beat runs that sweep (seconds). A reply whose worker died is failed within about
+# CHAT_REPLY_LEASE_SECONDS plus this; the scale-out test sets both short.
+CHAT_REPLIES_SWEEP_SECONDS = env.float("CHAT_REPLIES_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "chat-replies-sweep": {"task": "replies_sweep", "schedule": 60.0},
+    "chat-replies-sweep": {"task": "replies_sweep", "schedule": CHAT_REPLIES_SWEEP_SECONDS},
 }
 # Above LLM_REQUEST_TIMEOUT + LLM_RETRY_MAX_SECONDS: the lease is refreshed per batch only.
 CHAT_REPLY_LEASE_SECONDS = env.int("CHAT_REPLY_LEASE_SECONDS", default=180)
@@ -489,9 +492,12 @@ KNOWLEDGE_EVAL_MAX_QUESTIONS = env.int("KNOWLEDGE_EVAL_MAX_QUESTIONS", default=5
 # replaced, so the next document starts with room (KiB, resident memory).
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = KNOWLEDGE_INGEST_MEMORY_LIMIT_MB * 1024 * 3 // 4 or None
 # Merged, not assigned: other apps' blocks add their own periodic tasks to the same setting.
+# How often beat runs the knowledge sweep (seconds): a document whose worker died is queued
+# again within about KNOWLEDGE_STUCK_AFTER_SECONDS plus this.
+KNOWLEDGE_SWEEP_SECONDS = env.float("KNOWLEDGE_SWEEP_SECONDS", default=10 * 60.0)
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "knowledge-sweep": {"task": "knowledge_sweep", "schedule": 10 * 60.0},
+    "knowledge-sweep": {"task": "knowledge_sweep", "schedule": KNOWLEDGE_SWEEP_SECONDS},
 }
 
 # --- Throttling -----------------------------------------------------------------------------

@@ -57,3 +57,21 @@ def test_replies_a_worker_holds_are_left_alone(user, settings):
         realtime.reply_lease_release(message_id=reply.id)
     reply.refresh_from_db()
     assert reply.task_id == task_id
+
+
+def test_an_interrupted_reply_keeps_the_text_its_readers_were_sent(user, settings):
+    """The worker died after sending batches it had not checkpointed: the failed reply keeps
+    them, or the page showing them would be emptied by the reply.error that ends it."""
+    settings.CHAT_REPLY_LEASE_SECONDS = 30
+    _question, reply, _task = message_send(user=user, content="hello")
+    realtime.reply_log_reset(message_id=reply.id)
+    Message.objects.filter(pk=reply.pk).update(status="streaming", content="Echo", last_seq=1)
+    for seq, delta in enumerate(["Echo", ": hel", "lo."], start=1):
+        realtime.reply_log_append(message_id=reply.id, seq=seq, delta=delta)
+    realtime.reply_lease_release(message_id=reply.id)
+    _age(reply, seconds=60, field="updated_at")
+
+    assert replies_sweep() == {"requeued": 0, "interrupted": 1}
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("failed", "interrupted")
+    assert (reply.content, reply.last_seq) == ("Echo: hello.", 3)

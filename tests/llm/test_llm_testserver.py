@@ -148,6 +148,17 @@ def test_embedding_3_defaults_to_2048_dimensions(glm_server):
     assert [(d["index"], len(d["embedding"])) for d in data] == [(0, 2048), (1, 2048)]
 
 
+def test_embedding_delay_paces_each_answer_until_reset(glm_server):
+    glm_server.embedding_delay = 0.3
+    body = {"input": ["pace"], "model": "embedding-3"}
+    started = time.monotonic()
+    response = httpx.post(glm_server.base_url + "/embeddings", json=body, headers=AUTH)
+    assert response.status_code == 200 and time.monotonic() - started >= 0.3
+
+    glm_server.reset()
+    assert glm_server.embedding_delay == 0.0
+
+
 def test_empty_feature_text_still_gets_a_unit_vector():
     assert embedding_vector("!!!", 256)[0] == 1.0
 
