@@ -328,7 +328,14 @@ class KnowledgeSearchApi(APIView):
         results = serializers.ListField(child=serializers.DictField())
 
     @extend_schema(
-        request=InputSerializer, responses=OutputSerializer, operation_id="knowledge_search"
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            503: OpenApiResponse(
+                ErrorSerializer, description="The search index (Milvus) cannot be reached."
+            ),
+        },
+        operation_id="knowledge_search",
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)

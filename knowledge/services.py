@@ -69,6 +69,7 @@ from .parsing import (
 )
 from .selectors import knowledge_usage_get
 from .vectorstore import VectorRow, get_vector_store
+from .vectorstore import is_unavailable as vector_store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -554,9 +555,13 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
             raise RetryableIngestError(exc.message) from exc
         return _fail(document, exc.message, timings=timings)
     except Exception as exc:
-        if _is_vector_store_unavailable(exc):
+        if vector_store_unavailable(exc):
             _run_ended(document)
-            raise RetryableIngestError(str(exc)) from exc
+            logger.warning("Vectorising document %s: vector store unavailable: %s", document_id, exc)
+            # Also the document's error if the retries run out: for its owner, not the driver's.
+            raise RetryableIngestError(
+                _("The search index could not be reached; re-index the document to try again.")
+            ) from exc
         logger.exception("Vectorising document %s failed", document_id)
         return _fail(
             document,
@@ -660,12 +665,6 @@ def _fail(document: Document, reason: str, *, timings: dict) -> str:
             url=f"/knowledge/?kb={document.knowledge_base_id}",
         )
     return Document.Status.FAILED
-
-
-def _is_vector_store_unavailable(exc: Exception) -> bool:
-    from pymilvus.exceptions import MilvusException
-
-    return isinstance(exc, (MilvusException, ConnectionError, TimeoutError))
 
 
 # --- maintenance ------------------------------------------------------------------------------
@@ -1037,7 +1036,7 @@ def _evaluation_failure_reason(exc: Exception) -> str:
         return str(exc)
     if isinstance(exc, LLMError):
         return _("The embedding model failed: %(error)s") % {"error": exc.message}
-    if _is_vector_store_unavailable(exc):
+    if vector_store_unavailable(exc):
         return _("The vector store could not be reached: %(error)s") % {"error": exc}
     return _(
         "The evaluation failed because of an internal error; an administrator can see the logs."
