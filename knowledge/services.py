@@ -557,7 +557,7 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
     except Exception as exc:
         if vector_store_unavailable(exc):
             _run_ended(document)
-            logger.warning("Vectorising document %s: vector store unavailable: %s", document_id, exc)
+            logger.warning("Document %s: the vector store is unavailable: %s", document_id, exc)
             # Also the document's error if the retries run out: for its owner, not the driver's.
             raise RetryableIngestError(
                 _("The search index could not be reached; re-index the document to try again.")

@@ -166,12 +166,13 @@ def test_drop_mid_stream_closes_the_connection_with_the_reply_unfinished(glm_ser
     url = glm_server.base_url + "/chat/completions"
     received = []
 
-    with pytest.raises(httpx.RemoteProtocolError):  # the body ends before its last chunk
-        with httpx.stream(
-            "POST", url, json=chat_body("one two three", stream=True), headers=AUTH
-        ) as r:
-            for line in r.iter_lines():
-                received.append(line)
+    body = chat_body("one two three", stream=True)
+    with (
+        pytest.raises(httpx.RemoteProtocolError),  # the body ends before its last chunk
+        httpx.stream("POST", url, json=body, headers=AUTH) as response,
+    ):
+        for line in response.iter_lines():
+            received.append(line)
 
     assert sum(line.startswith("data: {") for line in received) == 2
     assert not any("[DONE]" in line or "error" in line for line in received)
