@@ -14,9 +14,11 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -82,6 +84,11 @@ UPDATABLE_FIELDS = ("name", "description", "visibility", "top_k", "score_thresho
 class FileTooLarge(ApplicationError):
     status_code = 413
     code = "file_too_large"
+
+
+class StorageFull(ApplicationError):
+    status_code = 507
+    code = "insufficient_storage"
 
 
 class UnsupportedFileType(ApplicationError):
@@ -381,7 +388,7 @@ def documents_upload(
                     size=item.file.size or 0,
                     sha256=item.sha256,
                 )
-                document.file.save(item.file.name, item.file, save=False)
+                _file_store(document, item.file)
                 document.save()
                 task_id = task_enqueue(task=vectorize_document, args=[document.id], user=user)
                 document.task_id = task_id
@@ -392,7 +399,34 @@ def documents_upload(
         # Two uploads of the same file raced past the check above; the constraint decided.
         _delete_files([d.file.name for d, _ in created])
         raise _duplicate_error(name=checked[0].file.name, existing=None) from None
+    except StorageFull:
+        _delete_files([d.file.name for d, _ in created])  # the files stored before this one
+        raise
     return created
+
+
+def _file_store(document: Document, upload: UploadedFile) -> None:
+    """Save the upload under a random name (the title keeps the user's), one nobody else can
+    get and short enough never to be cut, so what a failed write left behind (the disk filled
+    up halfway) is ours to delete; a full disk is a 507."""
+    name = f"{uuid.uuid4().hex}.{document.file_type}"
+    try:
+        document.file.save(name, upload, save=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from django.core.files.storage import default_storage
+
+        partial = document.file.field.generate_filename(document, name)
+        try:
+            default_storage.delete(partial)
+        except OSError:
+            logger.warning("Could not delete the partly written %s", partial)
+        logger.error("No space left to store an upload: %s", exc)
+        raise StorageFull(
+            _("There is no room left to store files right now; try again later."),
+            details={"filename": upload.name},
+        ) from None
 
 
 def document_reindex(*, document: Document, user) -> str:

@@ -168,6 +168,9 @@ CHANNEL_LAYERS = {
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with the fix that keeps a worker alive when Redis goes away.
+    CELERY_BROKER_TRANSPORT = "openspark.core.redis:BrokerTransport"
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_CACHE_BACKEND = "default"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -120,10 +121,15 @@ class Stack:
 
     def beat_sends(self, task_name: str) -> None:
         """What celery beat does on its schedule: send the periodic task to the broker."""
-        subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "openspark", "call", task_name],
-            cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=60,
+        code = (
+            "import django; django.setup(); from openspark.celery import app; "
+            f"app.send_task({task_name!r})"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+        assert result.returncode == 0, result.stderr
 
     def logs_text(self) -> str:
         return "\n".join(p.log() for p in (self.asgi, self.worker) if p is not None)
@@ -148,11 +154,20 @@ def stack_env(glm_server, **extra: str) -> dict[str, str]:
         CHAT_PENDING_REQUEUE_SECONDS="2",
         CHAT_REPLY_LEASE_SECONDS="4",
         KNOWLEDGE_STUCK_AFTER_SECONDS="3",
+        KNOWLEDGE_EMBED_BATCH_SIZE="4",  # many small embedding calls: a document takes a while
         TASK_RETRY_BACKOFF="2",
         TASK_RETRY_BACKOFF_MAX="5",
     )
     env.update(extra)
     return env
+
+
+def fault_logs(name: str) -> Path:
+    """Outside pytest's temporary folders, which concurrent runs on this machine prune: the
+    servers' logs are what explains a failure here."""
+    folder = Path(tempfile.gettempdir()) / "openspark-fault-logs" / f"{name}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    return folder
 
 
 @pytest.fixture(scope="package")
@@ -175,7 +190,7 @@ def stack(django_db_setup, tmp_path_factory, _glm_server, small_disk, milvus_lit
     milvus_dir = tmp_path_factory.mktemp("fault-milvus")
     milvus = start_milvus_lite(milvus_dir / "data")
     env = stack_env(_glm_server, MILVUS_URI=milvus.url, MEDIA_ROOT=str(small_disk))
-    logs = tmp_path_factory.mktemp("fault-logs")
+    logs = fault_logs("stack")
     stack = Stack(env=env, logs=logs, extra={"milvus": milvus, "milvus_dir": milvus_dir})
     try:
         stack.asgi = start_asgi_server(logs, env=env)
