@@ -207,11 +207,17 @@ class DocumentListUploadApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": UploadSerializer},
-        responses={202: UploadedSerializer},
+        responses={
+            202: UploadedSerializer,
+            507: OpenApiResponse(
+                ErrorSerializer, description="No room left on the server's file storage."
+            ),
+        },
         operation_id="knowledge_documents_upload",
         description=(
             "Multipart, field `file` (repeat it for several files). 413 file_too_large, "
-            "415 unsupported_file_type, 409 conflict when the same file is already in the base."
+            "415 unsupported_file_type, 409 conflict when the same file is already in the base, "
+            "507 insufficient_storage when the server's disk is full (nothing is stored)."
         ),
     )
     def post(self, request, knowledge_base_id: int):
@@ -328,7 +334,14 @@ class KnowledgeSearchApi(APIView):
         results = serializers.ListField(child=serializers.DictField())
 
     @extend_schema(
-        request=InputSerializer, responses=OutputSerializer, operation_id="knowledge_search"
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            503: OpenApiResponse(
+                ErrorSerializer, description="The search index (Milvus) cannot be reached."
+            ),
+        },
+        operation_id="knowledge_search",
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)

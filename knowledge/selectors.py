@@ -8,12 +8,12 @@ from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
-from openspark.core.errors import ApplicationError, NotFound
+from openspark.core.errors import ApplicationError, DependencyUnavailable, NotFound
 from openspark.llm.base import Passage, estimate_tokens
 from throttling.selectors import plan_for_user
 
 from . import cache as knowledge_cache
-from . import evaluation, retrieval
+from . import evaluation, retrieval, vectorstore
 from .models import (
     Chunk,
     Document,
@@ -138,6 +138,9 @@ def _bases_for_query(*, user, knowledge_base_ids: list[int] | None) -> list[Know
     return list(KnowledgeBase.objects.filter(id__in=ids))
 
 
+VECTOR_STORE_RETRY_AFTER = "10"
+
+
 def chunk_search(
     *,
     user,
@@ -152,17 +155,25 @@ def chunk_search(
     bases = _bases_for_query(user=user, knowledge_base_ids=knowledge_base_ids)
     if not bases:
         return []
-    return retrieval.search(
-        knowledge_bases=bases,
-        query=query,
-        top_k=top_k or max(b.top_k for b in bases),
-        score_threshold=(
-            score_threshold
-            if score_threshold is not None
-            else min(b.score_threshold for b in bases)
-        ),
-        mode=mode,
-    )
+    try:
+        return retrieval.search(
+            knowledge_bases=bases,
+            query=query,
+            top_k=top_k or max(b.top_k for b in bases),
+            score_threshold=(
+                score_threshold
+                if score_threshold is not None
+                else min(b.score_threshold for b in bases)
+            ),
+            mode=mode,
+        )
+    except Exception as exc:
+        if not vectorstore.is_unavailable(exc):
+            raise
+        raise DependencyUnavailable(
+            _("The search index is unavailable right now; try again shortly."),
+            headers={"Retry-After": VECTOR_STORE_RETRY_AFTER},
+        ) from exc
 
 
 def passages_for_query(

@@ -14,9 +14,11 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -69,6 +71,7 @@ from .parsing import (
 )
 from .selectors import knowledge_usage_get
 from .vectorstore import VectorRow, get_vector_store
+from .vectorstore import is_unavailable as vector_store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,11 @@ UPDATABLE_FIELDS = ("name", "description", "visibility", "top_k", "score_thresho
 class FileTooLarge(ApplicationError):
     status_code = 413
     code = "file_too_large"
+
+
+class StorageFull(ApplicationError):
+    status_code = 507
+    code = "insufficient_storage"
 
 
 class UnsupportedFileType(ApplicationError):
@@ -380,7 +388,7 @@ def documents_upload(
                     size=item.file.size or 0,
                     sha256=item.sha256,
                 )
-                document.file.save(item.file.name, item.file, save=False)
+                _file_store(document, item.file)
                 document.save()
                 task_id = task_enqueue(task=vectorize_document, args=[document.id], user=user)
                 document.task_id = task_id
@@ -391,7 +399,34 @@ def documents_upload(
         # Two uploads of the same file raced past the check above; the constraint decided.
         _delete_files([d.file.name for d, _ in created])
         raise _duplicate_error(name=checked[0].file.name, existing=None) from None
+    except StorageFull:
+        _delete_files([d.file.name for d, _ in created])  # the files stored before this one
+        raise
     return created
+
+
+def _file_store(document: Document, upload: UploadedFile) -> None:
+    """Save the upload under a random name (the title keeps the user's), one nobody else can
+    get and short enough never to be cut, so what a failed write left behind (the disk filled
+    up halfway) is ours to delete; a full disk is a 507."""
+    name = f"{uuid.uuid4().hex}.{document.file_type}"
+    try:
+        document.file.save(name, upload, save=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from django.core.files.storage import default_storage
+
+        partial = document.file.field.generate_filename(document, name)
+        try:
+            default_storage.delete(partial)
+        except OSError:
+            logger.warning("Could not delete the partly written %s", partial)
+        logger.error("No space left to store an upload: %s", exc)
+        raise StorageFull(
+            _("There is no room left to store files right now; try again later."),
+            details={"filename": upload.name},
+        ) from None
 
 
 def document_reindex(*, document: Document, user) -> str:
@@ -495,9 +530,13 @@ def document_vectorize(*, document_id: int, task_id: str | None = None) -> str:
             raise RetryableIngestError(exc.message) from exc
         return _fail(document, exc.message, timings=timings)
     except Exception as exc:
-        if _is_vector_store_unavailable(exc):
+        if vector_store_unavailable(exc):
             _run_ended(document)
-            raise RetryableIngestError(str(exc)) from exc
+            logger.warning("Document %s: the vector store is unavailable: %s", document_id, exc)
+            # Also the document's error if the retries run out: for its owner, not the driver's.
+            raise RetryableIngestError(
+                _("The search index could not be reached; re-index the document to try again.")
+            ) from exc
         logger.exception("Vectorising document %s failed", document_id)
         return _fail(
             document,
@@ -735,12 +774,6 @@ def _fail(document: Document, reason: str, *, timings: dict) -> str:
             url=f"/knowledge/?kb={document.knowledge_base_id}",
         )
     return Document.Status.FAILED
-
-
-def _is_vector_store_unavailable(exc: Exception) -> bool:
-    from pymilvus.exceptions import MilvusException
-
-    return isinstance(exc, (MilvusException, ConnectionError, TimeoutError))
 
 
 # --- maintenance ------------------------------------------------------------------------------
@@ -1112,7 +1145,7 @@ def _evaluation_failure_reason(exc: Exception) -> str:
         return str(exc)
     if isinstance(exc, LLMError):
         return _("The embedding model failed: %(error)s") % {"error": exc.message}
-    if _is_vector_store_unavailable(exc):
+    if vector_store_unavailable(exc):
         return _("The vector store could not be reached: %(error)s") % {"error": exc}
     return _(
         "The evaluation failed because of an internal error; an administrator can see the logs."

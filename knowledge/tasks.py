@@ -4,11 +4,11 @@ vectorize_document's time limits (VectorizeTask) and a memory limit per child
 (knowledge/apps.py); the sweep and retrieval evaluation (searches, no parsing) on the default
 queue."""
 
-from celery import Task, shared_task
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 
-from openspark.core.taskbase import TaskFailed
+from openspark.core.taskbase import ProductTask, TaskFailed
 
 from .selectors import document_error_get
 from .services import (
@@ -24,7 +24,10 @@ from .services import (
 MAX_RETRIES = 5
 
 
-class VectorizeTask(Task):
+class VectorizeTask(ProductTask):
+    # A ProductTask like every other (a `base=` replaces the app's task class): the product's
+    # retry backoff (not Celery's fixed 180 s), a record when it starts, a dead letter when
+    # its retries run out.
     def apply_async(self, args=None, kwargs=None, **options):
         # Time limits travel in the message, where they win over the worker's own, so they are
         # set here, from the settings when the task is sent. At the soft limit the run stops
@@ -43,6 +46,7 @@ class VectorizeTask(Task):
         if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
             document_id = args[0] if args else kwargs["document_id"]
             document_time_limit_exceeded(document_id=document_id, task_id=task_id)
+        super().on_failure(exc, task_id, args, kwargs, einfo)
 
 
 @shared_task(bind=True, base=VectorizeTask, name="vectorize_document", max_retries=MAX_RETRIES)

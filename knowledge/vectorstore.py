@@ -188,7 +188,7 @@ class VectorStore:
         self, *, collection: str, vector: list[float], kb_ids: list[int], limit: int
     ) -> list[tuple[int, float]]:
         """[(chunk_id, cosine similarity)], best first, only in the given bases."""
-        results = self.client.search(
+        results = self._read(
             collection,
             data=[vector],
             anns_field="vector",
@@ -203,7 +203,7 @@ class VectorStore:
     ) -> list[tuple[int, float]]:
         """[(chunk_id, BM25 score)], best first. Lite reports BM25 scores negated, so only the
         order is meaningful; callers rank, never threshold, these."""
-        results = self.client.search(
+        results = self._read(
             collection,
             data=[query],
             anns_field="sparse",
@@ -212,6 +212,20 @@ class VectorStore:
             search_params={"metric_type": "BM25"},
         )
         return _ranked((_hit_id(hit), abs(float(hit["distance"]))) for hit in results[0])
+
+    def _read(self, collection: str, **search):
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return self.client.search(collection, **search)
+        except MilvusException:
+            # A restarted server comes back with its collections released, while this process
+            # remembers them loaded: searches would fail until a restart. Load it again and
+            # retry once; a server that is still down fails again, and that is raised.
+            with self._lock:
+                self._ready.discard(collection)
+            self.load(collection)
+            return self.client.search(collection, **search)
 
     def iter_chunk_ids(self, *, collection: str, batch_size: int = 2000) -> Iterator[list[int]]:
         iterator = self.client.query_iterator(
@@ -252,6 +266,14 @@ def _truncate_utf8(text: str, limit: int) -> str:
     if len(encoded) <= limit:
         return text
     return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The vector store could not be reached (stopped, restarting, network): a dependency
+    failure to retry later, not a bug."""
+    from pymilvus.exceptions import MilvusException
+
+    return isinstance(exc, (MilvusException, ConnectionError, TimeoutError))
 
 
 _stores: dict[tuple[str, str, str], VectorStore] = {}

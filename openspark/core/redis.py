@@ -14,12 +14,15 @@ batched counters, all on redis-py's public API.
   answers NOSCRIPT (first call, restart, SCRIPT FLUSH), in pipelines too.
 - `CounterBatch`: counters added in memory on the request path and written by one daemon
   thread per process, once a second, in one pipeline (the limiter's and the cache's stats).
+- `BrokerTransport`: kombu's Redis transport (Celery's broker) with one fix, so a worker
+  survives Redis going away (CELERY_BROKER_TRANSPORT).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -32,6 +35,7 @@ from typing import TypeVar
 import redis
 import redis.asyncio
 from django.conf import settings
+from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -254,3 +258,29 @@ class CounterBatch:
             return False
         self._failing = False
         return True
+
+
+# --- Celery's broker ----------------------------------------------------------------------
+
+
+class _BrokerChannel(kombu_redis.Channel):
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client=None):
+        # kombu 5.7, broker connection lost: Celery detaches the transport from the
+        # connection, yet the old channel is still used — closed a second time (putting its
+        # unacknowledged messages back) and asked to acknowledge the tasks that were running.
+        # Both need a new Redis client, which then fails with an AttributeError that stops
+        # the worker for good ("Unrecoverable error"). A connection error instead is what both
+        # callers expect: the close goes on, the ack is logged as lost. Those messages stay in
+        # Redis's unacked index and come back after the visibility timeout (and if Redis lost
+        # them, the beat sweeps queue their work again); the worker reconnects on its own.
+        if client is None and self.connection.client is None:
+            raise redis.ConnectionError("The broker connection was lost.")
+        with super().conn_or_acquire(client) as acquired:
+            yield acquired
+
+
+class BrokerTransport(kombu_redis.Transport):
+    """The broker transport of `redis://` URLs (settings.CELERY_BROKER_TRANSPORT)."""
+
+    Channel = _BrokerChannel

@@ -140,7 +140,7 @@ class RecordedRequest:
 
 @dataclass
 class _Fault:
-    kind: Literal["status", "mid_stream", "stall"]
+    kind: Literal["status", "mid_stream", "drop", "stall"]
     remaining: int
     status: int = 500
     code: str = "500"
@@ -151,7 +151,7 @@ class _Fault:
     def applies_to(self, *, chat: bool, streaming: bool) -> bool:
         if self.kind == "status":
             return True
-        if self.kind == "mid_stream":
+        if self.kind in ("mid_stream", "drop"):
             return chat and streaming
         return chat
 
@@ -267,6 +267,12 @@ class GLMTestServer:
         self._add(
             _Fault("mid_stream", times, code=code, message=message or "", after_tokens=after_tokens)
         )
+
+    def drop_mid_stream(self, *, after_tokens: int = 2, times: int = 1) -> None:
+        """The next `times` streaming chats send `after_tokens` tokens, then the connection is
+        closed with the response unfinished (no error event, no `[DONE]`): a provider or a
+        proxy dying mid-reply."""
+        self._add(_Fault("drop", times, after_tokens=after_tokens))
 
     def stall_next(self, seconds: float, *, after_tokens: int = 0, times: int = 1) -> None:
         """The next `times` chats go silent for `seconds`: before the response headers when
@@ -505,6 +511,10 @@ class _Handler(BaseHTTPRequestHandler):
                         if not self.app._wait(fault.seconds):
                             raise _ClientGone
                         due += fault.seconds
+                    elif fault.kind == "drop":
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                     else:
                         error = {"code": fault.code, "message": _message(fault.code, fault.message)}
                         if openai:

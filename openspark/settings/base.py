@@ -114,6 +114,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (
             "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
         }
     }
+    # Each connection the pool hands out is checked first (an empty query): one the server
+    # dropped (a restart, a failover, pg_terminate_backend) is replaced instead of failing the
+    # request that drew it.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -168,6 +172,9 @@ CHANNEL_LAYERS = {
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with the fix that keeps a worker alive when Redis goes away.
+    CELERY_BROKER_TRANSPORT = "openspark.core.redis:BrokerTransport"
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_CACHE_BACKEND = "default"

@@ -40,7 +40,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_openspark_{RUN_ID}"}
 
-MEDIA_ROOT = VAR_DIR / "test-media"
+# Fault tests put a stack's uploads on a small filesystem of their own (tests/faults/).
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "test-media")))
 LOGIN_RATE_LIMIT = "5/m"
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder

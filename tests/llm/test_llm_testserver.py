@@ -172,6 +172,25 @@ def test_fail_next_counts_down_then_recovers(glm_server):
     assert statuses == [503, 503, 200]
 
 
+def test_drop_mid_stream_closes_the_connection_with_the_reply_unfinished(glm_server):
+    glm_server.drop_mid_stream(after_tokens=2)
+    url = glm_server.base_url + "/chat/completions"
+    received = []
+
+    body = chat_body("one two three", stream=True)
+    with (
+        pytest.raises(httpx.RemoteProtocolError),  # the body ends before its last chunk
+        httpx.stream("POST", url, json=body, headers=AUTH) as response,
+    ):
+        for line in response.iter_lines():
+            received.append(line)
+
+    assert sum(line.startswith("data: {") for line in received) == 2
+    assert not any("[DONE]" in line or "error" in line for line in received)
+    again = httpx.post(url, json=chat_body("one two three", stream=True), headers=AUTH)
+    assert again.status_code == 200 and "[DONE]" in again.text  # only the next one drops
+
+
 def test_unknown_paths_and_health(glm_server):
     assert httpx.post(glm_server.url + "/api/paas/v4/nope", json={}).status_code == 404
     assert httpx.get(glm_server.url + "/health").json() == {"status": "ok"}
