@@ -319,6 +319,32 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Uploads: MEDIA_ROOT on this machine ("local", the embedded default), or an S3-compatible
+# bucket ("s3": AWS S3, MinIO — compose's default) that every web and worker process on every
+# machine reads. Code reads uploads through the storage API only (FieldFile.open, the
+# `default` storage), never a path, so both behave the same (docs/operations.md).
+MEDIA_STORAGE = env("MEDIA_STORAGE", default="local")
+if MEDIA_STORAGE == "s3":
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
+            # Empty: AWS itself; MinIO and others: their URL (http://minio:9000).
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default="") or None,
+            # Empty: boto3's own chain (instance role, ~/.aws, AWS_* variables).
+            "access_key": env("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "region_name": env("AWS_S3_REGION_NAME", default="") or None,
+            # "path" suits MinIO and most S3-compatible servers; AWS takes either.
+            "addressing_style": env("AWS_S3_ADDRESSING_STYLE", default="path"),
+            "location": env("AWS_LOCATION", default=""),  # a key prefix inside the bucket
+            # Private objects; a name already taken gets a suffix instead of replacing a file.
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+elif MEDIA_STORAGE != "local":
+    raise ImproperlyConfigured('MEDIA_STORAGE must be "local" or "s3".')
 WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Request bodies past this are refused with 413 as they arrive, before Django spools them
