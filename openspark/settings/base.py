@@ -152,7 +152,9 @@ CHANNEL_LAYERS = {
             # by default); one process with hundreds of sockets joining at once needs more.
             "hosts": [
                 {
-                    "address": REDIS_URL,
+                    # A Redis of its own when one is not enough for every role (docs/operations.md,
+                    # "Past one machine"); by default the one Redis.
+                    "address": env("CHANNEL_LAYER_REDIS_URL", default=REDIS_URL),
                     "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
                     # A socket's receive blocks in BZPOPMIN for 5 s; redis-py 8 times reads
                     # out after 5 s by default, which killed idle sockets. Longer than that.
