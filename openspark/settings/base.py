@@ -144,6 +144,11 @@ CACHES = {
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# Channels and groups are spread over CHANNEL_LAYER_REDIS_URLS by consistent hashing
+# (channels-redis's own sharding: independent servers, no Redis Cluster), so the channel layer
+# grows past one Redis by adding URLs (docs/operations.md, "Past one machine"). Every process
+# must list the same servers in the same order. Default: the one REDIS_URL.
+CHANNEL_LAYER_REDIS_URLS = env.list("CHANNEL_LAYER_REDIS_URLS", default=[REDIS_URL])
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -152,14 +157,13 @@ CHANNEL_LAYERS = {
             # by default); one process with hundreds of sockets joining at once needs more.
             "hosts": [
                 {
-                    # A Redis of its own when one is not enough for every role (docs/operations.md,
-                    # "Past one machine"); by default the one Redis.
-                    "address": env("CHANNEL_LAYER_REDIS_URL", default=REDIS_URL),
+                    "address": url,
                     "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
                     # A socket's receive blocks in BZPOPMIN for 5 s; redis-py 8 times reads
                     # out after 5 s by default, which killed idle sockets. Longer than that.
                     "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
                 }
+                for url in CHANNEL_LAYER_REDIS_URLS
             ],
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
             "capacity": 1500,
