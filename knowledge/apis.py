@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import mimetypes
+
 from django.contrib.auth import get_user_model
+from django.http import FileResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import (
     OpenApiResponse,
@@ -26,6 +29,7 @@ from .models import Document, EvaluationResult, EvaluationRun, EvaluationSet, Kn
 from .selectors import (
     chunk_passage_get,
     chunk_search,
+    document_file_open,
     document_get_readable,
     document_get_writable,
     document_list,
@@ -251,6 +255,29 @@ class DocumentDetailApi(APIView):
         document = document_get_writable(user=request.user, document_id=document_id)
         document_delete(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DocumentFileApi(APIView):
+    """The uploaded original, streamed from the default storage (a download, never shown
+    inline: an uploaded HTML file must not run on our origin)."""
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="The file."),
+            404: OpenApiResponse(ErrorSerializer, description="Unknown, or not readable."),
+        },
+        operation_id="knowledge_documents_file",
+    )
+    def get(self, request, document_id: int):
+        document, handle = document_file_open(user=request.user, document_id=document_id)
+        content_type, _encoding = mimetypes.guess_type(document.title)
+        # FileResponse closes the handle when the response is closed.
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=document.title,
+            content_type=content_type or "application/octet-stream",
+        )
 
 
 class PassageSerializer(serializers.Serializer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.files import File
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 
@@ -118,6 +119,18 @@ def document_get_readable(*, user, document_id: int) -> Document:
     if document is None:
         raise NotFound(_("No document with this id."))
     return document
+
+
+def document_file_open(*, user, document_id: int) -> tuple[Document, File]:
+    """The uploaded original, open for reading, through the default storage (local files or
+    an S3 bucket: any web process on any machine reads any upload). The caller closes it."""
+    document = document_get_readable(user=user, document_id=document_id)
+    if not document.file:
+        raise NotFound(_("This document has no stored file."))
+    try:
+        return document, document.file.open("rb")
+    except FileNotFoundError:  # the storage lost it (a restore without the files)
+        raise NotFound(_("This document's file is missing from storage.")) from None
 
 
 def document_get_writable(*, user, document_id: int) -> Document:

@@ -22,6 +22,11 @@ urlpatterns = [
         name="knowledge-document-detail",
     ),
     path(
+        "documents/<id:document_id>/file",
+        apis.DocumentFileApi.as_view(),
+        name="knowledge-document-file",
+    ),
+    path(
         "documents/<id:document_id>/reindex",
         apis.DocumentReindexApi.as_view(),
         name="knowledge-document-reindex",

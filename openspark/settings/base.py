@@ -148,6 +148,11 @@ CACHES = {
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+# Channels and groups are spread over CHANNEL_LAYER_REDIS_URLS by consistent hashing
+# (channels-redis's own sharding: independent servers, no Redis Cluster), so the channel layer
+# grows past one Redis by adding URLs (docs/operations.md, "Past one machine"). Every process
+# must list the same servers in the same order. Default: the one REDIS_URL.
+CHANNEL_LAYER_REDIS_URLS = env.list("CHANNEL_LAYER_REDIS_URLS", default=[REDIS_URL])
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -156,12 +161,13 @@ CHANNEL_LAYERS = {
             # by default); one process with hundreds of sockets joining at once needs more.
             "hosts": [
                 {
-                    "address": REDIS_URL,
+                    "address": url,
                     "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
                     # A socket's receive blocks in BZPOPMIN for 5 s; redis-py 8 times reads
                     # out after 5 s by default, which killed idle sockets. Longer than that.
                     "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
                 }
+                for url in CHANNEL_LAYER_REDIS_URLS
             ],
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
             "capacity": 1500,
@@ -326,6 +332,32 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Uploads: MEDIA_ROOT on this machine ("local", the embedded default), or an S3-compatible
+# bucket ("s3": AWS S3, MinIO — compose's default) that every web and worker process on every
+# machine reads. Code reads uploads through the storage API only (FieldFile.open, the
+# `default` storage), never a path, so both behave the same (docs/operations.md).
+MEDIA_STORAGE = env("MEDIA_STORAGE", default="local")
+if MEDIA_STORAGE == "s3":
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
+            # Empty: AWS itself; MinIO and others: their URL (http://minio:9000).
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default="") or None,
+            # Empty: boto3's own chain (instance role, ~/.aws, AWS_* variables).
+            "access_key": env("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "region_name": env("AWS_S3_REGION_NAME", default="") or None,
+            # "path" suits MinIO and most S3-compatible servers; AWS takes either.
+            "addressing_style": env("AWS_S3_ADDRESSING_STYLE", default="path"),
+            "location": env("AWS_LOCATION", default=""),  # a key prefix inside the bucket
+            # Private objects; a name already taken gets a suffix instead of replacing a file.
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+elif MEDIA_STORAGE != "local":
+    raise ImproperlyConfigured('MEDIA_STORAGE must be "local" or "s3".')
 WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Request bodies past this are refused with 413 as they arrive, before Django spools them
