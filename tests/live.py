@@ -111,6 +111,16 @@ def all_queues() -> list[str]:
     return [name for name in dict.fromkeys(names) if name]
 
 
+def purge_task_queues() -> None:
+    """Drop every task waiting in the queues, so that requests a test made with no worker
+    running are not run later, by another test's worker, against rows that are gone."""
+    from openspark.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in all_queues():
+            connection.default_channel.queue_purge(queue)
+
+
 def start_celery_worker(
     log_dir: Path,
     *,
