@@ -8,10 +8,11 @@ The suite runs a bounded number of examples (OPENSPARK_FUZZ_EXAMPLES, default be
 
 from __future__ import annotations
 
-import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import hypothesis
@@ -37,8 +38,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 # the stateful run per identity. The suite's numbers keep this file near a minute per pass.
 EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_EXAMPLES", "4"))
 STATEFUL_EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_STATEFUL_EXAMPLES", "3"))
-# (identity, operation, status) → responses seen; written to OPENSPARK_FUZZ_REPORT when set
-# (`make fuzz`), for the tables in docs/reliability.md.
+# (identity, operation, status) → responses seen; a table of them is written to
+# OPENSPARK_FUZZ_REPORT when set (`make fuzz`), as in docs/reliability.md.
 SEEN: Counter = Counter()
 # Room for a whole run per minute: the fuzz users' plan and the IP layer (anonymous calls).
 FUZZ_LIMIT = 1_000_000
@@ -62,7 +63,8 @@ def error_shape(ctx, response, case) -> bool | None:
     assert isinstance(error.get("message"), str) and error["message"], body
     assert isinstance(error.get("details"), dict), body
     if response.status_code == 429:
-        assert response.headers.get("Retry-After"), "a 429 without Retry-After"
+        headers = {name.lower() for name in response.headers}
+        assert "retry-after" in headers, "a 429 without Retry-After"
     return None
 
 
@@ -88,13 +90,56 @@ def _report():
     yield
     path = os.environ.get("OPENSPARK_FUZZ_REPORT")
     if path:
-        rows = [[*key, count] for key, count in sorted(SEEN.items())]
-        with open(path, "w") as report:
-            json.dump(rows, report, indent=0)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(report_table(SEEN))
+
+
+def report_table(seen: Counter) -> str:
+    """Per identity: operations tried, responses, and how many of each status code."""
+    lines = [
+        "| identity | operations | responses | status codes (count) | 5xx |",
+        "|---|---|---|---|---|",
+    ]
+    for identity in sorted({key[0] for key in seen}):
+        mine = {key: count for key, count in seen.items() if key[0] == identity}
+        codes = Counter()
+        for (_identity, _operation, status), count in mine.items():
+            codes[status] += count
+        listed = ", ".join(f"{status}: {count}" for status, count in sorted(codes.items()))
+        errors = sum(count for status, count in codes.items() if status >= 500)
+        lines.append(
+            f"| {identity} | {len({key[1] for key in mine})} | {sum(mine.values())} "
+            f"| {listed} | {errors} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
-def fuzz_server(asgi_server, transactional_db):
+def limits_restored(asgi_server, transactional_db):
+    """Limits this test changes are put back (the seeded free plan, no layer overrides) and
+    given the time the live server takes to reload them, so the next test gets the seeds."""
+    from throttling.models import LayerPolicy, Plan
+    from throttling.plans import DEFAULT_PLANS, ENDPOINT_LIMITS, KNOWLEDGE_QUOTAS
+
+    yield
+    rpm, tokens = next(
+        (rpm, tokens) for tier, _n, rpm, tokens, _d in DEFAULT_PLANS if tier == "free"
+    )
+    free = Plan.objects.get(tier="free")
+    for name, value in {
+        "requests_per_minute": rpm,
+        "monthly_token_quota": tokens,
+        **ENDPOINT_LIMITS["free"],
+        **KNOWLEDGE_QUOTAS["free"],
+    }.items():
+        setattr(free, name, value)
+    free.save()
+    LayerPolicy.objects.all().delete()
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.5)
+
+
+@pytest.fixture
+def fuzz_server(asgi_server, limits_restored):
     """The live server with limits that let the whole run through: the free plan's numbers
     and the IP layer raised, quotas off (the limiter is still in the path of every request)."""
     from throttling.models import LayerPolicy, Plan
@@ -216,3 +261,28 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "\n".join([str(exc), *(_describe(inner) for inner in exc.exceptions)])
     return str(exc)
+
+
+def test_the_limiter_answers_documented_429s(asgi_server, limits_restored):
+    """Past the limit, operations answer 429 as the schema says: documented, in the error
+    shape, with Retry-After. (The fuzz runs above are given room so that they are not all
+    429s; here the limits are tight on purpose.)"""
+    from throttling.models import LayerPolicy, Plan
+
+    base_url = asgi_server.url
+    schema = _load_schema(base_url)
+    identities = _identities(base_url)[:2]  # anonymous (the IP layer), an API key (free plan)
+    Plan.objects.filter(tier="free").update(conversations_per_minute=5)
+    Plan.objects.get(tier="free").save()  # a signal: every process reloads its snapshot
+    LayerPolicy.objects.update_or_create(layer="ip", defaults={"limit": 5})
+    operation = schema["/api/v1/conversations/"]["GET"]
+    for identity in identities:
+        statuses = []
+        while 429 not in statuses:
+            assert len(statuses) < 20, (identity.name, statuses)
+            case = operation.Case()
+            response = case.call(base_url=base_url, headers=identity.headers, timeout=30)
+            case.validate_response(response, checks=CHECKS, headers=identity.headers)
+            statuses.append(response.status_code)
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert set(statuses[:-1]) == {401 if identity.name == "anonymous" else 200}, statuses
