@@ -1,11 +1,12 @@
 # OpenSpark — `make run` starts the whole product, `make flower` watches its Celery workers,
-# `make test` runs ruff, the import contracts (import-linter) and the test suite.
+# `make test` runs ruff, the import contracts (import-linter) and the test suite, `make fuzz`
+# a long schema-fuzzing run.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run flower test lint format install install-dev clean
+.PHONY: run flower test fuzz lint format install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,16 @@ format: install-dev
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Schemathesis against a live server for longer than the suite does (docs/reliability.md):
+# FUZZ_EXAMPLES per operation and identity, FUZZ_STATEFUL runs of the linked operations.
+# The table of what was tried lands in var/fuzz-report.md.
+FUZZ_EXAMPLES ?= 100
+FUZZ_STATEFUL ?= 50
+fuzz: install-dev
+	OPENSPARK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OPENSPARK_FUZZ_STATEFUL_EXAMPLES=$(FUZZ_STATEFUL) \
+	OPENSPARK_FUZZ_REPORT=var/fuzz-report.md \
+		$(PY) -m pytest -q tests/reliability/test_fuzz.py --timeout=0 $(PYTEST_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -98,13 +98,16 @@ class ApiKeyListCreateApi(APIView):
     class CreatedSerializer(ApiKeyOutputSerializer):
         key = serializers.CharField(help_text="The key itself; shown only in this response.")
 
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses={200: ApiKeyOutputSerializer(many=True), 403: _KEY_MANAGEMENT_403},
         operation_id="api_keys_list",
         **KEY_MANAGEMENT,
     )
     def get(self, request):
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(api_key_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(ApiKeyOutputSerializer(page, many=True).data)
 

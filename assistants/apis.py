@@ -119,12 +119,15 @@ def _output(request, assistant, **kwargs) -> Response:
 
 
 class AssistantListCreateApi(APIView):
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses=AssistantOutputSerializer(many=True), operation_id="assistants_list")
     def get(self, request):
         assistants = assistant_list_usable(user=request.user).prefetch_related(
             "knowledge_bases", "shared_with"
         )
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(assistants.order_by("name", "id"), request, self)
         data = AssistantOutputSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)

@@ -24,6 +24,7 @@ from openspark.core.cache import (
 from openspark.core.errors import ApplicationError
 from openspark.core.ids import IdField
 from openspark.core.pagination import PageNumberPagination
+from openspark.core.schema import ErrorSerializer
 
 from .export import conversation_json, conversation_markdown
 from .selectors import (
@@ -44,8 +45,16 @@ from .services import (
     reply_stop,
 )
 
+_BUSY_409 = OpenApiResponse(
+    ErrorSerializer,
+    description="`conflict`: a reply is still being generated in this conversation.",
+)
+
 
 class ConversationListCreateApi(APIView):
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
+
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         knowledge_base_ids = serializers.ListField(child=IdField(), required=False, max_length=50)
@@ -60,7 +69,7 @@ class ConversationListCreateApi(APIView):
         return cached_page_response(
             request=request,
             view=self,
-            paginator=PageNumberPagination(),
+            paginator=self.pagination_class(),
             namespace=USER_CONVERSATIONS,
             key=(request.user.id,),
             scopes=user_scope(request.user.id),
@@ -115,6 +124,8 @@ class ConversationMessagesApi(APIView):
     class Pagination(PageNumberPagination):
         page_size = 50
 
+    pagination_class = Pagination
+
     @extend_schema(
         responses=MessageOutputSerializer(many=True), operation_id="conversation_messages"
     )
@@ -124,7 +135,7 @@ class ConversationMessagesApi(APIView):
         return cached_page_response(
             request=request,
             view=self,
-            paginator=self.Pagination(),
+            paginator=self.pagination_class(),
             namespace=CONVERSATION_HISTORY,
             key=(request.user.id, conversation_id),
             scopes=conversation_scope(conversation_id),
@@ -209,7 +220,9 @@ class MessageSendApi(APIView):
         )
 
     @extend_schema(
-        request=InputSerializer, responses={202: SentSerializer}, operation_id="messages_send"
+        request=InputSerializer,
+        responses={202: SentSerializer, 409: _BUSY_409},
+        operation_id="messages_send",
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -241,7 +254,9 @@ class MessageStopApi(APIView):
 
 class MessageRegenerateApi(APIView):
     @extend_schema(
-        request=None, responses={202: SentSerializer}, operation_id="messages_regenerate"
+        request=None,
+        responses={202: SentSerializer, 409: _BUSY_409},
+        operation_id="messages_regenerate",
     )
     def post(self, request, message_id: int):
         reply, task_id = reply_regenerate(user=request.user, message_id=message_id)

@@ -123,12 +123,15 @@ class KnowledgeBaseInputSerializer(serializers.Serializer):
 
 
 class KnowledgeBaseListCreateApi(APIView):
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         responses=KnowledgeBaseOutputSerializer(many=True), operation_id="knowledge_bases_list"
     )
     def get(self, request):
         bases = knowledge_base_list_readable(user=request.user).select_related("owner")
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(bases.order_by("-created_at", "-id"), request, self)
         data = KnowledgeBaseOutputSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -192,6 +195,8 @@ class KnowledgeBaseDetailApi(APIView):
 
 class DocumentListUploadApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
 
     class UploadSerializer(serializers.Serializer):
         file = serializers.ListField(child=serializers.FileField(), help_text="One or more files.")
@@ -205,7 +210,7 @@ class DocumentListUploadApi(APIView):
     )
     def get(self, request, knowledge_base_id: int):
         documents = document_list(user=request.user, knowledge_base_id=knowledge_base_id)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(documents, request, self)
         return paginator.get_paginated_response(DocumentOutputSerializer(page, many=True).data)
 
@@ -213,6 +218,9 @@ class DocumentListUploadApi(APIView):
         request={"multipart/form-data": UploadSerializer},
         responses={
             202: UploadedSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer, description="`conflict`: the same file is already in the base."
+            ),
             507: OpenApiResponse(
                 ErrorSerializer, description="No room left on the server's file storage."
             ),

@@ -135,6 +135,16 @@ def _logged(text: str) -> Callable[[LiveProcess], bool]:
     return lambda process: text in process.log(tail=None)
 
 
+def purge_task_queues() -> None:
+    """Drop every task waiting in the queues, so that requests a test made with no worker
+    running are not run later, by another test's worker, against rows that are gone."""
+    from openspark.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in all_queues():
+            connection.default_channel.queue_purge(queue)
+
+
 def start_celery_worker(
     log_dir: Path,
     *,

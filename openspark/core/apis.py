@@ -35,6 +35,9 @@ class TaskOutputSerializer(serializers.Serializer):
 
 
 class TaskListApi(APIView):
+    # The schema documents the page envelope and its query parameters from this.
+    pagination_class = PageNumberPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("name", str, description="Task name, e.g. vectorize_document."),
@@ -52,7 +55,7 @@ class TaskListApi(APIView):
             state=params.get("state", ""),
             username=params.get("user", ""),
         )
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(records, request, view=self)
         data = [task_state_get(record=record) for record in page]
         return paginator.get_paginated_response(TaskOutputSerializer(data, many=True).data)
@@ -65,7 +68,18 @@ class TaskStatusApi(APIView):
         return Response(TaskOutputSerializer(status).data)
 
 
+class NotificationPagination(PageNumberPagination):
+    def get_paginated_response_schema(self, schema):
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["properties"]["unread_count"] = {"type": "integer"}
+        paginated["required"] = [*paginated.get("required", []), "unread_count"]
+        return paginated
+
+
 class NotificationListApi(APIView):
+    # The schema documents the page envelope (with `unread_count`) from this.
+    pagination_class = NotificationPagination
+
     @extend_schema(
         parameters=[OpenApiParameter("unread", bool, description="1: unread ones only.")],
         responses=NotificationSerializer(many=True),
@@ -75,7 +89,7 @@ class NotificationListApi(APIView):
     def get(self, request):
         unread = request.query_params.get("unread", "") in ("1", "true", "yes")
         notifications = notification_list_for_user(user=request.user, unread=unread)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(notifications, request, view=self)
         response = paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
         response.data["unread_count"] = notification_unread_count(user=request.user)

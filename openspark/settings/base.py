@@ -426,6 +426,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Every operation documents the errors it can answer (openspark/core/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "openspark.core.schema.error_responses",
+    ],
     # Two `visibility` choice sets (knowledge bases, assistants): each its own named enum.
     "ENUM_NAME_OVERRIDES": {
         "KnowledgeBaseVisibilityEnum": "knowledge.models.KnowledgeBase.Visibility",
