@@ -1,11 +1,13 @@
 # OpenSpark — `make run` starts the whole product, `make flower` watches its Celery workers,
-# `make test` runs ruff, the import contracts (import-linter) and the test suite.
+# `make test` runs ruff, the import contracts (import-linter) and the test suite; `make load`
+# (3 min) and `make soak` (30 min) run the Locust scenario against the whole stack
+# (docs/reliability.md; LOAD_ARGS passes options to bench/load/run.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run flower test lint format install install-dev clean
+.PHONY: run flower test lint format install install-dev clean load soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,12 @@ format: install-dev
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+load: install-dev
+	$(PY) bench/load/run.py --duration 180 $(LOAD_ARGS)
+
+soak: install-dev
+	$(PY) bench/load/run.py --duration 1800 --sample-every 15 $(LOAD_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
