@@ -201,6 +201,7 @@ def locust_run(
     duration: float,
     mix: Mix,
     log_path: Path,
+    stop_timeout: float = 60,
     env: dict | None = None,
 ) -> dict:
     """Locust, headless, for `duration` seconds with every user of `mix` started within the
@@ -235,7 +236,7 @@ def locust_run(
         "-t",
         f"{int(duration)}s",
         "--stop-timeout",
-        "60",
+        str(int(stop_timeout)),
         "--only-summary",
         "--loglevel",
         "WARNING",
