@@ -143,7 +143,13 @@ class ApiMixin:
                 response.success()
                 return response
             response.failure(f"HTTP {code}")
-            _failure(self.kind, request=name, status=code, body=(response.text or "")[:300])
+            _failure(
+                self.kind,
+                request=name,
+                status=code,
+                body=(response.text or "")[:300],
+                error=repr(response.error) if response.error else "",
+            )
             return None
 
 
