@@ -161,6 +161,12 @@ def resources(samples: list[dict], *, warm: float, bound_pct: float, bound_mb: f
             "end": last,
             "max": max(series),
             "slope_per_10min": _slope_per_10min(under, key, field),
+            # Flat means the same level in every quarter, not only at both ends.
+            "quarter_medians": [
+                statistics.median(part)
+                for n in range(4)
+                if (part := series[n * len(series) // 4 : (n + 1) * len(series) // 4])
+            ],
         }
         if field == "rss_mb" and key in ("web", "worker-chat", "worker-ingest", "beat"):
             row["bound"] = round(first * (1 + bound_pct / 100) + bound_mb, 1)
@@ -203,13 +209,14 @@ def markdown(report: dict) -> str:
         f"memory and connections (start = {res['start_t']:.0f} s, end = "
         f"{res['end_t']:.0f} s into the run):",
         "",
-        "| figure | start | end | max | slope per 10 min | bound |",
-        "|---|---|---|---|---|---|",
+        "| figure | start | end | max | medians by quarter | slope per 10 min | bound |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in res["rows"]:
         slope = row["slope_per_10min"]
         lines.append(
             f"| {row['figure']} | {row['start']} | {row['end']} | {row['max']} | "
+            f"{' / '.join(f'{m:g}' for m in row.get('quarter_medians', []))} | "
             f"{'' if slope is None else f'{slope:+.2f}'} | {row.get('bound', '')} |"
         )
     lines += ["", f"**{'all goals met' if report['ok'] else 'GOALS MISSED'}**"]
