@@ -1,12 +1,14 @@
 # OpenSpark — `make run` starts the whole product, `make flower` watches its Celery workers,
-# `make test` runs ruff, the import contracts (import-linter) and the test suite, `make fuzz`
-# a long schema-fuzzing run.
+# `make test` runs ruff, the import contracts (import-linter) and the test suite; `make fuzz`
+# a long schema-fuzzing run; `make load` (3 min) and `make soak` (30 min) run the Locust
+# scenario against the whole stack (docs/reliability.md; LOAD_ARGS passes options to
+# bench/load/run.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run flower test fuzz lint format install install-dev clean
+.PHONY: run flower test fuzz lint format install install-dev clean load soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,12 @@ fuzz: install-dev
 	OPENSPARK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OPENSPARK_FUZZ_STATEFUL_EXAMPLES=$(FUZZ_STATEFUL) \
 	OPENSPARK_FUZZ_REPORT=var/fuzz-report.md \
 		$(PY) -m pytest -q tests/reliability/test_fuzz.py --timeout=0 $(PYTEST_ARGS)
+
+load: install-dev
+	$(PY) bench/load/run.py --duration 180 $(LOAD_ARGS)
+
+soak: install-dev
+	$(PY) bench/load/run.py --duration 1800 --sample-every 15 $(LOAD_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

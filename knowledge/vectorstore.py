@@ -48,7 +48,9 @@ class VectorStore:
 
         self.uri = uri
         self.prefix = prefix
-        self.client = MilvusClient(uri=uri, token=token, timeout=30)
+        self.client = MilvusClient(
+            uri=uri, token=token, timeout=30, grpc_options=settings.MILVUS_GRPC_OPTIONS
+        )
         version = self.client.get_server_version()
         # Lite reports "milvus_lite-3.x"; servers "v2.x.y". BM25 arrived in server 2.5.
         lite = "lite" in version and not version.startswith("v")

@@ -58,7 +58,10 @@ class _Clients:
             from pymilvus import MilvusClient
 
             client = self.milvus[(uri, token)] = MilvusClient(
-                uri=uri, token=token, timeout=CHECK_TIMEOUT_S
+                uri=uri,
+                token=token,
+                timeout=CHECK_TIMEOUT_S,
+                grpc_options=settings.MILVUS_GRPC_OPTIONS,
             )
         return client
 

@@ -261,6 +261,16 @@ PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
 # Milvus Lite's gRPC server (started by the runner) or a Milvus server URL.
 MILVUS_URI = env("MILVUS_URI", default="")
 MILVUS_TOKEN = env("MILVUS_TOKEN", default="")
+# gRPC channel options of every Milvus client (the vector store, the readiness check), over
+# pymilvus' defaults. Keepalive pings only while a call is in flight: pymilvus also pings idle
+# channels every 10 s, which Milvus Lite's server (gRPC's default policy: one ping per 5 min
+# without calls) answers with GOAWAY "too_many_pings" after a minute or so of idling, and a
+# call racing that GOAWAY fails (a 500 on knowledge/search under `make load`,
+# docs/reliability.md). MILVUS_GRPC_OPTIONS (JSON) adds or overrides options.
+MILVUS_GRPC_OPTIONS = {
+    "grpc.keepalive_permit_without_calls": 0,
+    **env.json("MILVUS_GRPC_OPTIONS", default={}),
+}
 
 # --- LLM providers (read lazily by openspark.llm.factory) ----------------------------------
 LLM_PROVIDER = env("LLM_PROVIDER", default="auto")
