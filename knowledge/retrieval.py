@@ -19,6 +19,7 @@ the two stores) can never put text in front of a user.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,19 +134,29 @@ def _rank(
         embedder = get_embedder(model)
         collection = store.ensure_collection(model=model, dimension=embedder.dimension)
         dense = sparse = None
-        if mode in ("hybrid", "vector"):
-            dense = store.search_vector(
-                collection=collection,
-                vector=embed_query(model=model, query=query),
-                kb_ids=ids,
-                limit=candidates,
-            )
-        if mode in ("hybrid", "keyword"):
-            if store.supports_bm25:
-                sparse = store.search_keyword(
-                    collection=collection, query=query, kb_ids=ids, limit=candidates
+        with ThreadPoolExecutor(max_workers=1) as background:
+            keyword = None
+            if mode in ("hybrid", "keyword") and store.supports_bm25:
+                # The keyword search waits on the store while this thread embeds the query
+                # and runs the vector search: a hybrid search takes the longer of the two
+                # paths, not their sum. (It touches no database connection.)
+                keyword = background.submit(
+                    store.search_keyword,
+                    collection=collection,
+                    query=query,
+                    kb_ids=ids,
+                    limit=candidates,
                 )
-            else:
+            if mode in ("hybrid", "vector"):
+                dense = store.search_vector(
+                    collection=collection,
+                    vector=embed_query(model=model, query=query),
+                    kb_ids=ids,
+                    limit=candidates,
+                )
+            if keyword is not None:
+                sparse = keyword.result()
+            elif mode in ("hybrid", "keyword"):
                 gens = retrieval_cache.generations(ids)
                 indexes = [base_index(kb_id=i, generation=gens[i]) for i in ids]
                 sparse = bm25_search(indexes, query, limit=candidates)

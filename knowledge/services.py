@@ -782,7 +782,8 @@ def _fail(document: Document, reason: str, *, timings: dict) -> str:
 def knowledge_sweep(*, now=None) -> dict[str, int]:
     """Periodic (beat): re-queue documents stuck in `pending`/`processing` past the timeout
     (a worker died, a message was lost) — keeping their count of attempts, so one whose runs
-    keep dying is failed instead — and remove vectors whose chunks no longer exist."""
+    keep dying is failed instead — remove vectors whose chunks no longer exist, and seal the
+    vector store (`vectors_seal`)."""
     now = now or timezone.now()
     cutoff = now - timezone.timedelta(seconds=settings.KNOWLEDGE_STUCK_AFTER_SECONDS)
     stuck = Document.objects.filter(
@@ -797,11 +798,22 @@ def knowledge_sweep(*, now=None) -> dict[str, int]:
         with transaction.atomic():
             _document_requeue(document=document, user=document.uploaded_by)
         requeued += 1
-    return {
+    report = {
         "requeued": requeued,
         "failed": failed,
         "orphan_vectors_removed": vectors_remove_orphans(),
     }
+    vectors_seal()
+    return report
+
+
+def vectors_seal() -> None:
+    """Seal every collection (Milvus Lite; nothing on a server): the writer's own delayed
+    seal is lost when its process stops first, and a search must not scan unsealed rows for
+    longer than a sweep's period."""
+    store = get_vector_store()
+    for collection in store.our_collections():
+        store.seal(collection)
 
 
 def vectors_remove_orphans() -> int:
@@ -842,6 +854,7 @@ def vectors_rebuild(
                 pending = []
         if pending:
             written += _rebuild_batch(store, collection, embedder, pending)
+        store.seal(collection)
         retrieval_cache.bump(base.id)
         log(f"{base.name} (#{base.id}): {written} vectors so far")
     if knowledge_base_id is None:
