@@ -820,7 +820,8 @@ def vectors_remove_orphans() -> int:
     store = get_vector_store()
     removed = 0
     for collection in store.our_collections():
-        store.load(collection)
+        if not store.load(collection):
+            continue  # being created by another process: no rows yet
         for ids in store.iter_chunk_ids(collection=collection):
             existing = set(Chunk.objects.filter(id__in=ids).values_list("id", flat=True))
             orphans = [i for i in ids if i not in existing]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ TEXT_MAX_LENGTH = 65535  # VARCHAR limit, in bytes
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 NUM_PARTITIONS = 64
 LITE_SEAL_ROWS = 2000
+# How long a process waits for another to finish creating a collection before finishing it.
+CREATOR_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,9 @@ class VectorStore:
     def our_collections(self) -> list[str]:
         return [c for c in self.client.list_collections() if c.startswith(f"{self.prefix}_")]
 
-    def ensure_collection(self, *, model: str, dimension: int) -> str:
+    def ensure_collection(
+        self, *, model: str, dimension: int, creator_wait: float = CREATOR_WAIT_SECONDS
+    ) -> str:
         name = self.collection_name(model=model, dimension=dimension)
         if name in self._ready:
             return name
@@ -84,11 +89,43 @@ class VectorStore:
             if name not in self._ready:
                 if not self.client.has_collection(name):
                     self._create(name, dimension)
+                elif not self._indexed(name, wait=creator_wait):
+                    # Its creator died between creating it and indexing it (kill -9): finish.
+                    self.client.create_index(name, self._index_params())
                 self.client.load_collection(name)
                 self._ready.add(name)
         return name
 
+    def _indexed(self, name: str, *, wait: float = 0.0) -> bool:
+        """Whether the collection has its index. Creating one takes several calls (create,
+        index, load), so another process (web server, worker) can find it unindexed for a
+        moment, when loading it fails ("index not found"); `wait` gives its creator time."""
+        deadline = time.monotonic() + wait
+        while not self.client.list_indexes(name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def _index_params(self):
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
+        if self.supports_bm25:
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        return index
+
     def _create(self, name: str, dimension: int) -> None:
+        self.client.create_collection(
+            name,
+            schema=self.collection_schema(dimension),
+            index_params=self._index_params(),
+            num_partitions=NUM_PARTITIONS,
+            # Reads see every write that returned before them: a search right after a
+            # document turns `ready`, or right after a delete, sees that change.
+            consistency_level="Strong",
+        )
+
+    def collection_schema(self, dimension: int):
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -96,8 +133,6 @@ class VectorStore:
         schema.add_field("kb_id", DataType.INT64, is_partition_key=True)
         schema.add_field("document_id", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-        index = self.client.prepare_index_params()
-        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
         if self.supports_bm25:
             schema.add_field(
                 "text",
@@ -117,16 +152,7 @@ class VectorStore:
                     output_field_names=["sparse"],
                 )
             )
-            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self.client.create_collection(
-            name,
-            schema=schema,
-            index_params=index,
-            num_partitions=NUM_PARTITIONS,
-            # Reads see every write that returned before them: a search right after a
-            # document turns `ready`, or right after a delete, sees that change.
-            consistency_level="Strong",
-        )
+        return schema
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -212,16 +238,20 @@ class VectorStore:
         """Rows this process wrote to `collection` and has not sealed yet."""
         return self._unsealed.get(collection, 0)
 
-    def load(self, name: str) -> None:
-        # Servers evaluate searches and delete expressions against loaded segments only.
+    def load(self, name: str) -> bool:
+        """Load a collection: servers evaluate searches and delete expressions against loaded
+        segments only. False for one still being created (no index yet): it has no rows, since
+        writers insert only once `ensure_collection` has loaded it."""
         if name not in self._ready:
+            if not self._indexed(name):
+                return False
             self.client.load_collection(name)
             self._ready.add(name)
+        return True
 
     def delete_where(self, expression: str, *, except_collection: str | None = None) -> None:
         for name in self.our_collections():
-            if name != except_collection:
-                self.load(name)
+            if name != except_collection and self.load(name):
                 self.client.delete(name, filter=expression)
 
     def delete_document(self, document_id: int) -> None:

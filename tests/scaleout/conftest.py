@@ -184,15 +184,15 @@ def _keys_clear(prefix: str) -> None:
 
 @pytest.fixture
 def scale(stack, glm_server):
-    """The stack with two live workers and none of an earlier test's keys; the servers log
-    no traceback during the test."""
+    """The stack with two live workers and none of an earlier test's keys. No process logs a
+    traceback during the test (a sweep that fails, say, fails only in its worker's log)."""
     stack.ensure_workers(2)
     _keys_clear(stack.prefix)
-    servers = (stack.a, stack.b)
-    seen = [len(server.log(tail=None)) for server in servers]
+    processes = (stack.a, stack.b, stack.beat, *stack.workers)
+    seen = [len(process.log(tail=None)) for process in processes]
     yield stack
-    for server, start in zip(servers, seen, strict=True):
-        assert "Traceback" not in server.log(tail=None)[start:], stack.logs()
+    for process, start in zip(processes, seen, strict=True):
+        assert "Traceback" not in process.log(tail=None)[start:], (process.name, stack.logs())
 
 
 def session_cookie(user) -> str:
