@@ -181,6 +181,8 @@ class GLMTestServer:
         # None: any non-empty Bearer key is accepted on /api/paas/v4 and none is needed on /v1.
         self.api_key = api_key
         self._configured = (first_token_delay, token_delay, api_key)
+        # Seconds each embeddings request takes (a slow provider; tests of ingestion).
+        self.embedding_delay = 0.0
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -243,6 +245,7 @@ class GLMTestServer:
             self.requests.clear()
             self._faults.clear()
         self.first_token_delay, self.token_delay, self.api_key = self._configured
+        self.embedding_delay = 0.0
 
     def fail_next(
         self, n: int = 1, *, status: int = 429, code: str = "1302", message: str | None = None
@@ -555,6 +558,8 @@ class _Handler(BaseHTTPRequestHandler):
             {"index": i, "object": "embedding", "embedding": embedding_vector(t, dimension)}
             for i, t in enumerate(texts)
         ]
+        if not self.app._wait(self.app.embedding_delay):
+            raise _ClientGone
         self._send_json(
             200,
             {
