@@ -77,8 +77,8 @@ class FaultClient(httpx.Client):
         assert response.status_code == 200, response.text
         return response.json()
 
-    def create_base(self, name: str = "Faults") -> dict:
-        response = self.post("/api/v1/knowledge/bases/", json={"name": name})
+    def create_base(self, name: str = "Faults", **fields) -> dict:
+        response = self.post("/api/v1/knowledge/bases/", json={"name": name, **fields})
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -154,7 +154,7 @@ def stack_env(glm_server, **extra: str) -> dict[str, str]:
         CHAT_PENDING_REQUEUE_SECONDS="2",
         CHAT_REPLY_LEASE_SECONDS="4",
         KNOWLEDGE_STUCK_AFTER_SECONDS="3",
-        KNOWLEDGE_EMBED_BATCH_SIZE="4",  # many small embedding calls: a document takes a while
+        KNOWLEDGE_EMBED_BATCH_SIZE="16",  # a long document takes several embedding calls
         TASK_RETRY_BACKOFF="2",
         TASK_RETRY_BACKOFF_MAX="5",
     )

@@ -24,13 +24,13 @@ def _files_under(root) -> set[str]:
 
 def test_a_full_upload_disk_is_a_507_and_leaves_nothing_behind(stack, small_disk, user):
     api = fault_client(stack.asgi.url, user)
-    base = api.create_base("Disk full")
+    base = api.create_base("Disk full", chunk_size=4000)
     before = _files_under(small_disk)
     filler = small_disk / "filler"
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-    filler.write_bytes(b"\0" * max(0, free - 96 * 1024))  # leaves 96 KB
+    filler.write_bytes(b"\0" * max(0, free - 32 * 1024))  # leaves 32 KB
     small = ("small.txt", b"Small notes about muons. " * 40)  # 1 KB: fits
-    large = ("large.txt", b"Large notes about neutrinos and their flavours. " * 8000)  # 390 KB
+    large = ("large.txt", b"Large notes about neutrinos and their flavours. " * 2000)  # 98 KB
     try:
         response = api.post(
             f"/api/v1/knowledge/bases/{base['id']}/documents/",

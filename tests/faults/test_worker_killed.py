@@ -58,7 +58,8 @@ def test_worker_killed_mid_ingestion(stack, user, glm_server):
     api = fault_client(stack.asgi.url, user)
     base = api.create_base("Killed mid-ingestion")
     text = "".join(f"Paragraph {i} is about isotope number {i} and its half-life. " * 6 + "\n\n"
-                   for i in range(400))  # fmt: skip
+                   for i in range(120))  # fmt: skip
+    glm_server.embedding_delay = 0.5  # ~90 chunks, 16 per call: a few seconds of embedding
     upload = api.upload(base["id"], "isotopes.txt", text.encode())
     assert upload.status_code == 202, upload.text
     (document,) = upload.json()["documents"]
@@ -69,6 +70,7 @@ def test_worker_killed_mid_ingestion(stack, user, glm_server):
         interval=0.02,
     )
     _kill_worker(stack)
+    glm_server.embedding_delay = 0.0
     assert Document.objects.get(id=document["id"]).status == "processing"
 
     time.sleep(3.5)  # past KNOWLEDGE_STUCK_AFTER_SECONDS

@@ -191,6 +191,19 @@ def test_drop_mid_stream_closes_the_connection_with_the_reply_unfinished(glm_ser
     assert again.status_code == 200 and "[DONE]" in again.text  # only the next one drops
 
 
+def test_embedding_delay_slows_embeddings_only(glm_server):
+    glm_server.embedding_delay = 0.3
+    started = time.monotonic()
+    response = httpx.post(
+        glm_server.base_url + "/embeddings",
+        json={"model": "embedding-3", "input": ["a"], "dimensions": 256},
+        headers=AUTH,
+    )
+    assert response.status_code == 200 and time.monotonic() - started >= 0.3
+    glm_server.reset()
+    assert glm_server.embedding_delay == 0.0
+
+
 def test_unknown_paths_and_health(glm_server):
     assert httpx.post(glm_server.url + "/api/paas/v4/nope", json={}).status_code == 404
     assert httpx.get(glm_server.url + "/health").json() == {"status": "ok"}
