@@ -23,6 +23,7 @@ KNOWLEDGE_JS_STRINGS = {
     "retry": _("Retry"),
     "reindex": _("Re-index"),
     "delete": _("Delete"),
+    "download": _("Download"),
     "dismiss": _("Dismiss"),
     "confirmDeleteDoc": _("Delete this document? Its passages disappear from answers and search."),
     "confirmDeleteBase": _("Delete this knowledge base and all its documents?"),

@@ -154,7 +154,9 @@ function docRow(doc, uploadKey) {
     actions.append(el("button", { type: "button", class: "icon", "aria-label": t("dismiss", "Dismiss"), onclick: () => { state.uploads.delete(uploadKey); renderDocuments(); } }, icon("close")));
   }
   return el("tr", { "data-document-id": doc.id || "", "data-status": doc.status },
-    el("td", {}, doc.title, el("div", { class: "muted small" }, `${(doc.file_type || "").toUpperCase()} · ${fmtBytes(doc.size || 0)}`)),
+    // The uploaded original, as a download (GET knowledge/documents/{id}/file).
+    el("td", {}, doc.id ? el("a", { href: `/api/v1/knowledge/documents/${doc.id}/file`, title: t("download", "Download") }, doc.title) : doc.title,
+      el("div", { class: "muted small" }, `${(doc.file_type || "").toUpperCase()} · ${fmtBytes(doc.size || 0)}`)),
     statusCell,
     el("td", {}, String(doc.chunk_count || 0)),
     actions);
