@@ -203,7 +203,7 @@ def _fuzz_operation(operation, identity: Identity, base_url: str, examples: int)
     @hypothesis.given(case=st.one_of(positive, negative))
     @hypothesis.settings(max_examples=examples, **HYPOTHESIS)
     def run(case):
-        response = case.call(base_url=base_url, headers=identity.headers, timeout=30)
+        response = case.call(base_url=base_url, headers=identity.headers, timeout=120)
         SEEN[identity.name, operation.label, response.status_code] += 1
         case.validate_response(response, checks=CHECKS, headers=identity.headers)
 
@@ -229,7 +229,7 @@ def test_every_operation_as_every_identity(fuzz_server):
 def _state_machine(schema, identity: Identity, base_url: str):
     class Machine(schema.as_state_machine()):
         def get_call_kwargs(self, case):
-            return {"base_url": base_url, "headers": identity.headers, "timeout": 30}
+            return {"base_url": base_url, "headers": identity.headers, "timeout": 120}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             SEEN[f"{identity.name}, stateful", case.operation.label, response.status_code] += 1
@@ -281,7 +281,7 @@ def test_the_limiter_answers_documented_429s(asgi_server, limits_restored):
         while 429 not in statuses:
             assert len(statuses) < 20, (identity.name, statuses)
             case = operation.Case()
-            response = case.call(base_url=base_url, headers=identity.headers, timeout=30)
+            response = case.call(base_url=base_url, headers=identity.headers, timeout=120)
             case.validate_response(response, checks=CHECKS, headers=identity.headers)
             statuses.append(response.status_code)
         assert response.json()["error"]["code"] == "rate_limited"
