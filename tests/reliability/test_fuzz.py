@@ -159,6 +159,7 @@ def fuzz_server(asgi_server, limits_restored):
     Plan.objects.get(tier="free").save()
     LayerPolicy.objects.update_or_create(layer="ip", defaults={"limit": FUZZ_LIMIT})
     LayerPolicy.objects.update_or_create(layer="global", defaults={"limit": FUZZ_LIMIT})
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.5)  # the live server reloads its limits
     yield asgi_server
     purge_task_queues()  # replies and ingests queued here: no worker of this test runs them
 
@@ -275,6 +276,7 @@ def test_the_limiter_answers_documented_429s(asgi_server, limits_restored):
     Plan.objects.filter(tier="free").update(conversations_per_minute=5)
     Plan.objects.get(tier="free").save()  # a signal: every process reloads its snapshot
     LayerPolicy.objects.update_or_create(layer="ip", defaults={"limit": 5})
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.5)  # the live server reloads its limits
     operation = schema["/api/v1/conversations/"]["GET"]
     for identity in identities:
         statuses = []
