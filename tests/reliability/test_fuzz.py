@@ -9,6 +9,7 @@ The suite runs a bounded number of examples (OPENSPARK_FUZZ_EXAMPLES, default be
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ def error_shape(ctx, response, case) -> bool | None:
         assert "retry-after" in headers, "a 429 without Retry-After"
     return None
 
+
+METHODS = ("get", "post", "put", "patch", "delete")
 
 CHECKS = [
     not_a_server_error,
@@ -169,21 +172,22 @@ def _identities(base_url: str) -> list[Identity]:
 
     key_user = UserFactory()
     _key, raw_key = api_key_create(user=key_user, name="fuzz")
-    session_user = UserFactory()
-    client = Client()
-    client.force_login(session_user)
-    name = settings.SESSION_COOKIE_NAME
-    session = f"{name}={client.cookies[name].value}"
-    with httpx.Client(base_url=base_url, headers={"Cookie": session}, timeout=30) as browser:
-        csrf = browser.get("/").cookies["csrftoken"]
     return [
         Identity("anonymous", {}),
         Identity("api key (free plan)", {"Authorization": f"Bearer {raw_key}"}),
-        Identity(
-            "session",
-            {"Cookie": f"{session}; csrftoken={csrf}", "X-CSRFToken": csrf},
-        ),
+        _session_identity("session", UserFactory(), base_url),
     ]
+
+
+def _session_identity(name: str, user, base_url: str) -> Identity:
+    """A browser's session cookie, with the CSRF cookie and header the server hands out."""
+    client = Client()
+    client.force_login(user)
+    cookie = settings.SESSION_COOKIE_NAME
+    session = f"{cookie}={client.cookies[cookie].value}"
+    with httpx.Client(base_url=base_url, headers={"Cookie": session}, timeout=30) as browser:
+        csrf = browser.get("/").cookies["csrftoken"]
+    return Identity(name, {"Cookie": f"{session}; csrftoken={csrf}", "X-CSRFToken": csrf})
 
 
 def _load_schema(base_url: str):
@@ -288,3 +292,25 @@ def test_the_limiter_answers_documented_429s(asgi_server, limits_restored):
             statuses.append(response.status_code)
         assert response.json()["error"]["code"] == "rate_limited"
         assert set(statuses[:-1]) == {401 if identity.name == "anonymous" else 200}, statuses
+
+
+def test_methods_the_schema_does_not_list_answer_405(fuzz_server):
+    """Each path answers the methods its schema does not list with 405 in the error shape,
+    naming the ones it does in `Allow`. (As staff with a session: permissions are checked
+    before the method, so a caller refused the path gets 403 whatever the method.)"""
+    base_url = fuzz_server.url
+    schema = httpx.get(f"{base_url}/api/schema/?format=json", timeout=30).json()
+    identity = _session_identity("staff", UserFactory(is_staff=True), base_url)
+    tried = 0
+    with httpx.Client(base_url=base_url, headers=identity.headers, timeout=120) as client:
+        for template, operations in schema["paths"].items():
+            path = re.sub(r"\{\w+\}", "1", template)
+            listed = {method.upper() for method in operations if method in METHODS}
+            for method in sorted({m.upper() for m in METHODS} - listed):
+                response = client.request(method, path)
+                tried += 1
+                assert response.status_code == 405, (method, path, response.text[:200])
+                assert response.json()["error"]["code"] == "method_not_allowed", response.text
+                allowed = {name.strip() for name in response.headers["Allow"].split(",")}
+                assert listed <= allowed, (method, path, allowed)
+    assert tried > 100
