@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # Examples per operation per identity (positive and negative data together), and steps of
 # the stateful run per identity. The suite's numbers keep this file near a minute per pass.
-EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_EXAMPLES", "3"))
 STATEFUL_EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_STATEFUL_EXAMPLES", "3"))
 # (identity, operation, status) → responses seen; a table of them is written to
 # OPENSPARK_FUZZ_REPORT when set (`make fuzz`), as in docs/reliability.md.
