@@ -70,3 +70,37 @@ def test_components_are_named_after_their_views_and_the_api_key_is_declared(clie
     assert schema["components"]["securitySchemes"]["apiKeyAuth"]["scheme"] == "bearer"
     me = schema["paths"]["/api/v1/me/"]["get"]
     assert {"apiKeyAuth": []} in me["security"]
+
+
+def test_every_operation_documents_the_errors_it_can_answer(client):
+    """The schema is honest about status codes (openspark.core.schema.error_responses; a
+    fuzzer holds the API to it, tests/reliability/test_fuzz.py)."""
+    schema = client.get("/api/schema/?format=json").json()
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            expected = {"400", "401", "403", "429", "503"}
+            if "{" in path:
+                expected.add("404")
+            if "requestBody" in operation:
+                expected |= {"413", "415"}
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for code in expected:
+                assert responses[code]["content"]["application/json"]["schema"] == error
+            assert "Retry-After" in responses["429"]["headers"], (method, path)
+
+
+def test_paginated_lists_document_the_page_envelope(client):
+    schema = client.get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    for path in ("/api/v1/conversations/", "/api/v1/api-keys/", "/api/v1/tasks/",
+                 "/api/v1/notifications/", "/api/v1/knowledge/bases/"):  # fmt: skip
+        operation = schema["paths"][path]["get"]
+        assert {"page", "page_size"} <= {p["name"] for p in operation["parameters"]}, path
+        ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        page = components[ref.rpartition("/")[2]]
+        assert {"count", "next", "previous", "results"} <= set(page["properties"]), path
+    notifications = schema["paths"]["/api/v1/notifications/"]["get"]["responses"]["200"]
+    ref = notifications["content"]["application/json"]["schema"]["$ref"]
+    assert "unread_count" in components[ref.rpartition("/")[2]]["properties"]

@@ -247,7 +247,7 @@ NOT_OBJECT_ROUTES = {
     "verify": "token in the URL is the credential (tests/accounts/test_signup.py)",
 }
 # Names shared by an API route and a page route: the page's row carries " page".
-PAGE_ROUTES = {"assistants_page": "assistants", "notifications_page": "notifications"}
+SHARED_NAMES = {"assistants", "notifications"}
 
 
 def _routes():
@@ -283,7 +283,7 @@ def _row_keys_of_routes() -> set[tuple[str, str]]:
             continue
         page = not route.startswith("api/")
         for method in _methods(callback):
-            suffix = " page" if page and name in PAGE_ROUTES.values() else ""
+            suffix = " page" if page and name in SHARED_NAMES else ""
             keys.add((name, f"{method}{suffix}"))
     return keys
 
@@ -321,7 +321,7 @@ def _world() -> World:
     running = Message.objects.create(
         conversation=busy,
         role=Message.Role.ASSISTANT,
-        reply_to=question,
+        reply_to=Message.objects.create(conversation=busy, role=Message.Role.USER, content="?"),
         status=Message.Status.STREAMING,
     )
     base = KnowledgeBase.objects.create(owner=owner, name="mine")

@@ -9,6 +9,7 @@ The suite runs a bounded number of examples (OPENSPARK_FUZZ_EXAMPLES, default be
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # Examples per operation per identity (positive and negative data together), and steps of
 # the stateful run per identity. The suite's numbers keep this file near a minute per pass.
-EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_EXAMPLES", "3"))
 STATEFUL_EXAMPLES = int(os.environ.get("OPENSPARK_FUZZ_STATEFUL_EXAMPLES", "3"))
 # (identity, operation, status) → responses seen; a table of them is written to
 # OPENSPARK_FUZZ_REPORT when set (`make fuzz`), as in docs/reliability.md.
@@ -67,6 +68,8 @@ def error_shape(ctx, response, case) -> bool | None:
         assert "retry-after" in headers, "a 429 without Retry-After"
     return None
 
+
+METHODS = ("get", "post", "put", "patch", "delete")
 
 CHECKS = [
     not_a_server_error,
@@ -159,6 +162,7 @@ def fuzz_server(asgi_server, limits_restored):
     Plan.objects.get(tier="free").save()
     LayerPolicy.objects.update_or_create(layer="ip", defaults={"limit": FUZZ_LIMIT})
     LayerPolicy.objects.update_or_create(layer="global", defaults={"limit": FUZZ_LIMIT})
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.5)  # the live server reloads its limits
     yield asgi_server
     purge_task_queues()  # replies and ingests queued here: no worker of this test runs them
 
@@ -168,21 +172,22 @@ def _identities(base_url: str) -> list[Identity]:
 
     key_user = UserFactory()
     _key, raw_key = api_key_create(user=key_user, name="fuzz")
-    session_user = UserFactory()
-    client = Client()
-    client.force_login(session_user)
-    name = settings.SESSION_COOKIE_NAME
-    session = f"{name}={client.cookies[name].value}"
-    with httpx.Client(base_url=base_url, headers={"Cookie": session}, timeout=30) as browser:
-        csrf = browser.get("/").cookies["csrftoken"]
     return [
         Identity("anonymous", {}),
         Identity("api key (free plan)", {"Authorization": f"Bearer {raw_key}"}),
-        Identity(
-            "session",
-            {"Cookie": f"{session}; csrftoken={csrf}", "X-CSRFToken": csrf},
-        ),
+        _session_identity("session", UserFactory(), base_url),
     ]
+
+
+def _session_identity(name: str, user, base_url: str) -> Identity:
+    """A browser's session cookie, with the CSRF cookie and header the server hands out."""
+    client = Client()
+    client.force_login(user)
+    cookie = settings.SESSION_COOKIE_NAME
+    session = f"{cookie}={client.cookies[cookie].value}"
+    with httpx.Client(base_url=base_url, headers={"Cookie": session}, timeout=30) as browser:
+        csrf = browser.get("/").cookies["csrftoken"]
+    return Identity(name, {"Cookie": f"{session}; csrftoken={csrf}", "X-CSRFToken": csrf})
 
 
 def _load_schema(base_url: str):
@@ -203,7 +208,7 @@ def _fuzz_operation(operation, identity: Identity, base_url: str, examples: int)
     @hypothesis.given(case=st.one_of(positive, negative))
     @hypothesis.settings(max_examples=examples, **HYPOTHESIS)
     def run(case):
-        response = case.call(base_url=base_url, headers=identity.headers, timeout=30)
+        response = case.call(base_url=base_url, headers=identity.headers, timeout=120)
         SEEN[identity.name, operation.label, response.status_code] += 1
         case.validate_response(response, checks=CHECKS, headers=identity.headers)
 
@@ -229,7 +234,7 @@ def test_every_operation_as_every_identity(fuzz_server):
 def _state_machine(schema, identity: Identity, base_url: str):
     class Machine(schema.as_state_machine()):
         def get_call_kwargs(self, case):
-            return {"base_url": base_url, "headers": identity.headers, "timeout": 30}
+            return {"base_url": base_url, "headers": identity.headers, "timeout": 120}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             SEEN[f"{identity.name}, stateful", case.operation.label, response.status_code] += 1
@@ -275,14 +280,37 @@ def test_the_limiter_answers_documented_429s(asgi_server, limits_restored):
     Plan.objects.filter(tier="free").update(conversations_per_minute=5)
     Plan.objects.get(tier="free").save()  # a signal: every process reloads its snapshot
     LayerPolicy.objects.update_or_create(layer="ip", defaults={"limit": 5})
+    time.sleep(settings.THROTTLE_CONFIG_TTL + 0.5)  # the live server reloads its limits
     operation = schema["/api/v1/conversations/"]["GET"]
     for identity in identities:
         statuses = []
         while 429 not in statuses:
             assert len(statuses) < 20, (identity.name, statuses)
             case = operation.Case()
-            response = case.call(base_url=base_url, headers=identity.headers, timeout=30)
+            response = case.call(base_url=base_url, headers=identity.headers, timeout=120)
             case.validate_response(response, checks=CHECKS, headers=identity.headers)
             statuses.append(response.status_code)
         assert response.json()["error"]["code"] == "rate_limited"
         assert set(statuses[:-1]) == {401 if identity.name == "anonymous" else 200}, statuses
+
+
+def test_methods_the_schema_does_not_list_answer_405(fuzz_server):
+    """Each path answers the methods its schema does not list with 405 in the error shape,
+    naming the ones it does in `Allow`. (As staff with a session: permissions are checked
+    before the method, so a caller refused the path gets 403 whatever the method.)"""
+    base_url = fuzz_server.url
+    schema = httpx.get(f"{base_url}/api/schema/?format=json", timeout=30).json()
+    identity = _session_identity("staff", UserFactory(is_staff=True), base_url)
+    tried = 0
+    with httpx.Client(base_url=base_url, headers=identity.headers, timeout=120) as client:
+        for template, operations in schema["paths"].items():
+            path = re.sub(r"\{\w+\}", "1", template)
+            listed = {method.upper() for method in operations if method in METHODS}
+            for method in sorted({m.upper() for m in METHODS} - listed):
+                response = client.request(method, path)
+                tried += 1
+                assert response.status_code == 405, (method, path, response.text[:200])
+                assert response.json()["error"]["code"] == "method_not_allowed", response.text
+                allowed = {name.strip() for name in response.headers["Allow"].split(",")}
+                assert listed <= allowed, (method, path, allowed)
+    assert tried > 100
