@@ -198,7 +198,8 @@ def markdown(report: dict) -> str:
         f"replies (client): {r['replies']}; in the database: {report['replies_db']}",
         f"documents: {r['documents']}; model faults injected: {report['faults']}",
         f"429s explained by a configured limit: {r['throttle']['explained']}",
-        f"socket events: {r['events']}",
+        f"socket events: {r['events']}; connection resets of idle keep-alive connections "
+        f"(not counted as failures): {r.get('connection_resets', 0)}",
         "",
         "| goal | count |",
         "|---|---|",

@@ -180,6 +180,7 @@ def verdict(results: dict, *, unfinished_replies: list, unfinished_documents: li
     return {
         "checks": checks,
         "ok": not any(checks.values()),
+        "connection resets (keep-alive race, not counted)": results.get("connection_resets", 0),
         "problems": {
             "5xx": server_errors,
             "unexplained 429s": results["throttle"]["unexplained"][:20],
