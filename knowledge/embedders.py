@@ -212,12 +212,12 @@ def _quantize_int8(model):
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
-        # torch 2.13 points eager-mode quantization users at torchao; the API still works.
-        warnings.simplefilter("ignore", category=UserWarning)
+        # torch 2.13 marks eager-mode quantization deprecated in favour of torchao; the API
+        # still works, and the warning would reach every worker's log.
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
         return quantize_dynamic(
-            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
         )
 
 
