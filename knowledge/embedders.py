@@ -213,12 +213,12 @@ def _quantize_int8(model):
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
-        # torch 2.13 points eager-mode quantization users at torchao; the API still works.
-        warnings.simplefilter("ignore", category=UserWarning)
+        # torch 2.13 marks eager-mode quantization deprecated in favour of torchao; the API
+        # still works, and the warning would reach every worker's log.
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
         return quantize_dynamic(
-            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
         )
 
 
@@ -249,7 +249,8 @@ def local_embedder() -> LocalMiniLMEmbedder:
         )
 
 
-# Not reset between tests: the loaded model is immutable and costs seconds to load.
+# Immutable once loaded, but it costs seconds to load: only process_state_reset() drops it
+# (not a setting change; the settings it depends on are its arguments).
 @functools.lru_cache(maxsize=4)
 def _local_embedder(
     batch_size: int, precision: str, lanes: int, max_tokens: int
@@ -259,11 +260,7 @@ def _local_embedder(
     )
 
 
-@on_reset
-def _local_forget() -> None:
-    global _local
-    with _local_lock:
-        _local = None
+on_reset(_local_embedder.cache_clear)
 
 
 def local_embedder_warm_in_background() -> None:

@@ -515,7 +515,8 @@ KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
     "KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START", default=True
 )
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
-# The local model's arithmetic: "auto" is bf16 where the CPU has native bf16, else fp32.
+# The local model's arithmetic (auto, fp32, int8, bf16): "auto" is bf16 where the CPU has
+# native bf16, else int8 (docs/knowledge.md, "Local model precision").
 KNOWLEDGE_LOCAL_EMBED_PRECISION = env("KNOWLEDGE_LOCAL_EMBED_PRECISION", default="auto")
 # Batches the local model runs side by side, one core each; 0 = one per available core.
 KNOWLEDGE_LOCAL_EMBED_LANES = env.int("KNOWLEDGE_LOCAL_EMBED_LANES", default=0)
