@@ -127,9 +127,9 @@ class VectorStore:
     # --- writes -----------------------------------------------------------------------------
 
     def upsert(self, *, collection: str, rows: list[VectorRow]) -> None:
-        """Write rows, replacing rows with the same chunk ids. On Milvus Lite the rows are
-        sealed (`seal`) once this process has written nothing to the collection for
-        KNOWLEDGE_VECTOR_SEAL_DELAY seconds, or at once past LITE_SEAL_ROWS waiting rows."""
+        """Write rows, replacing rows with the same chunk ids. On Milvus Lite they are sealed
+        (`seal`) at the latest once this process has written nothing to the collection for
+        KNOWLEDGE_VECTOR_SEAL_DELAY seconds, and at once past LITE_SEAL_ROWS waiting rows."""
         if not rows:
             return
         data = []
@@ -174,10 +174,10 @@ class VectorStore:
     def _seal_later(self, collection: str, *, rows: int) -> None:
         # One segment per burst of writes, not per document: Lite's BM25 statistics are per
         # segment, and a segment of one document ranks that document's keywords below those
-        # of documents in large segments (measured: English keyword recall@5 0.896 -> 0.875
-        # when every document was flushed on its own; docs/performance.md). Rows of a burst
-        # stay in the memtable until the burst ends, then become one segment, ranked exactly
-        # as the memtable ranked them. Lite's background compaction merges segments later.
+        # in large segments (English keyword recall@5 0.896 -> 0.875 when every document was
+        # flushed on its own; docs/performance.md). So rows wait in the memtable, ranked as
+        # one, until the ingest queue runs dry (services.vectors_seal_when_idle) or, for
+        # writers outside it, until this process has been quiet for the delay.
         delay = settings.KNOWLEDGE_VECTOR_SEAL_DELAY
         with self._seal_lock:
             waiting = self._unsealed.get(collection, 0) + rows
