@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -61,6 +62,8 @@ class VectorStore:
         self._unsealed: dict[str, int] = {}
         self._seal_timers: dict[str, threading.Timer] = {}
         self._seal_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # --- collections ------------------------------------------------------------------------
@@ -262,6 +265,22 @@ class VectorStore:
         )
         return _ranked((_hit_id(hit), abs(float(hit["distance"]))) for hit in results[0])
 
+    def search_keyword_async(
+        self, *, collection: str, query: str, kb_ids: list[int], limit: int
+    ) -> Future[list[tuple[int, float]]]:
+        """`search_keyword` on one of the store's threads, for a caller with other work to do
+        meanwhile (embedding the query, the vector search). The threads are kept: starting
+        one per search cost ~12 ms on a loaded two-core box."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="vector-search"
+                )
+            return self._executor.submit(
+                self.search_keyword, collection=collection, query=query, kb_ids=kb_ids,
+                limit=limit,
+            )  # fmt: skip
+
     def iter_chunk_ids(self, *, collection: str, batch_size: int = 2000) -> Iterator[list[int]]:
         iterator = self.client.query_iterator(
             collection, batch_size=batch_size, filter="chunk_id >= 0", output_fields=["chunk_id"]
@@ -285,6 +304,10 @@ class VectorStore:
         try:
             self.seal_pending()
         finally:
+            with self._executor_lock:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False)
+                    self._executor = None
             self.client.close()
 
 
