@@ -9,10 +9,17 @@ pymilvus calls the store makes (dense search, BM25 search), the query embedding,
 Every question is distinct and asked once per mode, so no request hits the retrieval cache.
 
 Documents: Debian's English manual pages (bench/manpages.py), body cut to `--body-chars`, so
-240 pages make ~1,000 chunks (the issue's "240 short documents"). `--pages 24000 --body-chars
-2500` builds a ~100k-chunk base through the same path (hours with the fp32 embedder).
+240 pages make ~1,000 chunks (the issue's "240 short documents").
+
+Large bases: the local model embeds ~5-30 chunks/s on this box, so 100k chunks would take
+hours. `--embedder glm-test` runs the same path with Zhipu `embedding-3` served by the
+project's GLM test server (openspark/llm/testserver.py: deterministic feature-hashing vectors
+in which texts sharing words are close; `--dimension`, default 512) through the real zhipuai
+SDK: the documents, chunks, upload, worker, store and search are the product's, only the
+vectors' arithmetic is cheap (and the query is embedded by an HTTP call instead of the local
+model). E.g. `--embedder glm-test --pages 6000 --body-chars 20000` for ~100k chunks.
 Options: --pages, --body-chars, --queries (per mode), --upload-batch, --ingest-concurrency,
---settle (measure again once Milvus Lite's background work is done).
+--settle (measure again once Milvus Lite's background work is done), --embedder, --dimension.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +49,22 @@ from openspark.embedded import (  # noqa: E402
     start_redis,
 )
 
+
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=240)
+    parser.add_argument("--body-chars", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=200, help="per mode, through HTTP")
+    parser.add_argument("--upload-batch", type=int, default=20)
+    parser.add_argument("--ingest-concurrency", type=int, default=2)
+    parser.add_argument("--settle", action="store_true")
+    parser.add_argument("--embedder", choices=["local", "glm-test"], default="local")
+    parser.add_argument("--dimension", type=int, default=512, choices=[256, 512, 1024, 2048])
+    return parser.parse_args()
+
+
+# Parsed before anything starts: the embedder decides the environment of every process.
+ARGS = _options()
 REDIS = start_redis(WORK / "redis", persist=False)
 MILVUS = start_milvus_lite(WORK / "milvus" / "data")
 ENV = dict(
@@ -61,6 +85,23 @@ ENV = dict(
     CELERY_TASK_ALWAYS_EAGER="0",
 )
 ENV.pop("DATABASE_URL", None)
+GLM = None
+if ARGS.embedder == "glm-test":
+    _port = free_port()
+    GLM = subprocess.Popen(
+        [sys.executable, "-m", "openspark.llm.testserver", "--port", str(_port)],
+        cwd=ROOT, stdout=open(WORK / "glm.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    while not port_open(_port):
+        time.sleep(0.1)
+    ENV.update(
+        KNOWLEDGE_EMBEDDER="zhipuai",
+        ZHIPUAI_API_KEY="bench",
+        ZHIPUAI_BASE_URL=f"http://127.0.0.1:{_port}/api/paas/v4",
+        ZHIPUAI_EMBEDDING_MODEL="embedding-3",
+        ZHIPUAI_EMBEDDING_DIMENSION=str(ARGS.dimension),
+    )
 os.environ.clear()
 os.environ.update(ENV)
 
@@ -212,10 +253,15 @@ def ingest(url: str, key: str, pages, *, batch: int) -> tuple[int, int, float]:
             response = client.post(f"/api/v1/knowledge/bases/{base_id}/documents/", files=files)
             assert response.status_code == 202, response.text
     documents = Document.objects.filter(knowledge_base_id=base_id)
+    reported = time.monotonic()
     while True:
         pending = documents.exclude(status__in=["ready", "failed"]).count()
         if not pending:
             break
+        if time.monotonic() - reported > 60:
+            reported = time.monotonic()
+            print(f"  ... {len(pages) - pending} of {len(pages)} documents done "
+                  f"(load {loadavg()})", flush=True)  # fmt: skip
         time.sleep(0.5)
     elapsed = time.perf_counter() - started
     failed = list(documents.filter(status="failed").values_list("title", "error")[:5])
@@ -244,14 +290,14 @@ def through_http(url: str, key: str, base_id: int, questions: list[str]) -> dict
 def in_process(base_id: int, questions: list[str]) -> dict[str, list]:
     """The same work without HTTP: the store's raw calls and `retrieval.search` (uncached)."""
     from knowledge import retrieval
-    from knowledge.embedders import LOCAL_MODEL, local_embedder
+    from knowledge.embedders import get_embedder
     from knowledge.models import KnowledgeBase
     from knowledge.vectorstore import get_vector_store
 
     store = get_vector_store()
     base = KnowledgeBase.objects.get(id=base_id)
-    collection = store.ensure_collection(model=LOCAL_MODEL, dimension=384)
-    embedder = local_embedder()
+    embedder = get_embedder(base.embedding_model)
+    collection = store.ensure_collection(model=base.embedding_model, dimension=embedder.dimension)
     embedder.embed(["warm up"])
     out: dict[str, list[float]] = {
         k: []
@@ -319,16 +365,11 @@ def measure(label: str, url: str, key: str, base_id: int, questions: list[str]) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pages", type=int, default=240)
-    parser.add_argument("--body-chars", type=int, default=2000)
-    parser.add_argument("--queries", type=int, default=200, help="per mode, through HTTP")
-    parser.add_argument("--upload-batch", type=int, default=20)
-    parser.add_argument("--ingest-concurrency", type=int, default=2)
-    parser.add_argument("--settle", action="store_true")
-    args = parser.parse_args()
-
+    args = ARGS
+    # A stop (SIGTERM) still runs the cleanup below: no server outlives the bench.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"{os.cpu_count()} CPUs, load average {loadavg()}; work folder {WORK}")
+    print(f"embedder: {args.embedder}" + (f", {args.dimension} dimensions" if GLM else ""))
     key, _user = seed()
     pages = load_manpages(Path("/usr/share/man/man1"), args.pages, max_body_chars=args.body_chars)
     stack = Stack(ingest_concurrency=args.ingest_concurrency)
@@ -360,6 +401,8 @@ def main() -> None:
         stack.stop()
         MILVUS.stop()
         REDIS.stop()
+        if GLM is not None:
+            GLM.terminate()
         shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -808,12 +808,28 @@ def knowledge_sweep(*, now=None) -> dict[str, int]:
 
 
 def vectors_seal() -> None:
-    """Seal every collection (Milvus Lite; nothing on a server): the writer's own delayed
-    seal is lost when its process stops first, and a search must not scan unsealed rows for
-    longer than a sweep's period."""
+    """Seal every collection (Milvus Lite; nothing on a server; VectorStore.seal)."""
     store = get_vector_store()
-    for collection in store.our_collections():
-        store.seal(collection)
+    if store.is_lite:
+        for collection in store.our_collections():
+            store.seal(collection)
+
+
+def vectors_seal_when_idle() -> bool:
+    """Called after each ingestion run, whatever its outcome: when no document is waiting or
+    being processed any more, a burst of uploads has ended, and its vectors are sealed into
+    one indexed segment now (one segment per burst keeps Lite's per-segment BM25 statistics
+    what they were while the rows waited together; docs/knowledge.md). The run that ends
+    last sees every other one finished, so one of them always seals. Returns whether it did."""
+    if not get_vector_store().is_lite:
+        return False
+    busy = Document.objects.filter(
+        status__in=[Document.Status.PENDING, Document.Status.PROCESSING]
+    ).exists()
+    if busy:
+        return False
+    vectors_seal()
+    return True
 
 
 def vectors_remove_orphans() -> int:

@@ -19,6 +19,7 @@ from .services import (
     evaluation_run_execute,
     knowledge_base_reindex_run,
     knowledge_sweep,
+    vectors_seal_when_idle,
 )
 
 MAX_RETRIES = 5
@@ -59,6 +60,8 @@ def vectorize_document(self, document_id: int) -> str:
             raise  # FAILURE, and a dead letter staff can retry once the provider is back
         # The product's backoff with jitter (ProductTask): a busy provider gets room.
         raise self.retry(exc=exc) from exc
+    finally:
+        vectors_seal_when_idle()
     if status == "failed":  # the document cannot be processed: the task says so, and why
         raise TaskFailed(document_error_get(document_id=document_id))
     return status

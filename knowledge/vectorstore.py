@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -68,6 +69,8 @@ class VectorStore:
         self._unsealed: dict[str, int] = {}
         self._seal_timers: dict[str, threading.Timer] = {}
         self._seal_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # --- collections ------------------------------------------------------------------------
@@ -157,9 +160,9 @@ class VectorStore:
     # --- writes -----------------------------------------------------------------------------
 
     def upsert(self, *, collection: str, rows: list[VectorRow]) -> None:
-        """Write rows, replacing rows with the same chunk ids. On Milvus Lite the rows are
-        sealed (`seal`) once this process has written nothing to the collection for
-        KNOWLEDGE_VECTOR_SEAL_DELAY seconds, or at once past LITE_SEAL_ROWS waiting rows."""
+        """Write rows, replacing rows with the same chunk ids. On Milvus Lite they are sealed
+        (`seal`) at the latest once this process has written nothing to the collection for
+        KNOWLEDGE_VECTOR_SEAL_DELAY seconds, and at once past LITE_SEAL_ROWS waiting rows."""
         if not rows:
             return
         data = []
@@ -204,10 +207,10 @@ class VectorStore:
     def _seal_later(self, collection: str, *, rows: int) -> None:
         # One segment per burst of writes, not per document: Lite's BM25 statistics are per
         # segment, and a segment of one document ranks that document's keywords below those
-        # of documents in large segments (measured: English keyword recall@5 0.896 -> 0.875
-        # when every document was flushed on its own; docs/performance.md). Rows of a burst
-        # stay in the memtable until the burst ends, then become one segment, ranked exactly
-        # as the memtable ranked them. Lite's background compaction merges segments later.
+        # in large segments (English keyword recall@5 0.896 -> 0.875 when every document was
+        # flushed on its own; docs/performance.md). So rows wait in the memtable, ranked as
+        # one, until the ingest queue runs dry (services.vectors_seal_when_idle) or, for
+        # writers outside it, until this process has been quiet for the delay.
         delay = settings.KNOWLEDGE_VECTOR_SEAL_DELAY
         with self._seal_lock:
             waiting = self._unsealed.get(collection, 0) + rows
@@ -310,6 +313,22 @@ class VectorStore:
             self.load(collection)
             return self.client.search(collection, **search)
 
+    def search_keyword_async(
+        self, *, collection: str, query: str, kb_ids: list[int], limit: int
+    ) -> Future[list[tuple[int, float]]]:
+        """`search_keyword` on one of the store's threads, for a caller with other work to do
+        meanwhile (embedding the query, the vector search). The threads are kept: starting
+        one per search cost ~12 ms on a loaded two-core box."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="vector-search"
+                )
+            return self._executor.submit(
+                self.search_keyword, collection=collection, query=query, kb_ids=kb_ids,
+                limit=limit,
+            )  # fmt: skip
+
     def iter_chunk_ids(self, *, collection: str, batch_size: int = 2000) -> Iterator[list[int]]:
         iterator = self.client.query_iterator(
             collection, batch_size=batch_size, filter="chunk_id >= 0", output_fields=["chunk_id"]
@@ -333,6 +352,10 @@ class VectorStore:
         try:
             self.seal_pending()
         finally:
+            with self._executor_lock:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False)
+                    self._executor = None
             self.client.close()
 
 

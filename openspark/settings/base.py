@@ -528,10 +528,9 @@ KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=50)
 KNOWLEDGE_TOP_K = env.int("KNOWLEDGE_TOP_K", default=5)
 KNOWLEDGE_CONTEXT_TOKEN_BUDGET = env.int("KNOWLEDGE_CONTEXT_TOKEN_BUDGET", default=3000)
 KNOWLEDGE_COLLECTION_PREFIX = env("KNOWLEDGE_COLLECTION_PREFIX", default="openspark_chunks")
-# Milvus Lite: seconds without writes (per process and collection) before written vectors
-# are flushed into an indexed segment: a burst of uploads becomes one segment
-# (knowledge/vectorstore.py).
-KNOWLEDGE_VECTOR_SEAL_DELAY = env.float("KNOWLEDGE_VECTOR_SEAL_DELAY", default=2.0)
+# Milvus Lite: written vectors are sealed into an indexed segment when the ingest queue runs
+# dry, or at the latest this many seconds after a process last wrote (knowledge/vectorstore.py).
+KNOWLEDGE_VECTOR_SEAL_DELAY = env.float("KNOWLEDGE_VECTOR_SEAL_DELAY", default=30.0)
 KNOWLEDGE_STUCK_AFTER_SECONDS = env.int("KNOWLEDGE_STUCK_AFTER_SECONDS", default=30 * 60)
 # Limits of the ingest worker (docs/security/ingest.md). A document's run is stopped after
 # KNOWLEDGE_INGEST_TIME_LIMIT seconds (read where the task is sent, web or worker; enforced by

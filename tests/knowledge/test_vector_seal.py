@@ -1,7 +1,7 @@
 """Milvus Lite sealing: freshly ingested vectors are searchable at once (from Lite's memtable)
-and, once the writes stop, sealed into one indexed segment (knowledge/vectorstore.py), which
-changes no ranking; bulk writes seal at once past a row count; the sweep seals what a stopped
-writer left."""
+and sealed into one indexed segment when the burst of uploads ends — by the ingestion that
+finishes last, or after a quiet period for writers outside the queue — which changes no
+ranking; bulk writes seal at once past a row count; the sweep seals what a writer left."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 
 from knowledge import retrieval, vectorstore
 from knowledge.embedders import LOCAL_MODEL
-from knowledge.services import knowledge_base_create, knowledge_sweep
+from knowledge.services import documents_upload, knowledge_base_create, knowledge_sweep
+from knowledge.tasks import vectorize_document
 from knowledge.vectorstore import VectorRow, get_vector_store
-from tests.knowledge.conftest import ingest, wait_for
+from tests.knowledge.conftest import ingest, upload, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("embedder")]
 
@@ -35,7 +36,24 @@ def _ranking(base, query: str, mode: str) -> list[tuple[int, float]]:
     return [(hit.chunk.document_id, hit.score) for hit in hits]
 
 
-def test_a_burst_of_uploads_is_searchable_at_once_and_sealed_when_it_ends(user, settings):
+def test_the_ingestion_that_ends_a_burst_seals_it(user, settings):
+    settings.KNOWLEDGE_VECTOR_SEAL_DELAY = 3600  # only the queue running dry seals here
+    store = get_vector_store()
+    base = knowledge_base_create(owner=user, name="queue")
+    files = [upload(name, text.encode()) for name, text in DOCS.items()]
+    *first, last = documents_upload(knowledge_base=base, user=user, files=files)
+    for document, task_id in first:
+        vectorize_document.apply(args=[document.id], task_id=task_id)
+        # Others still wait: the burst goes on, its rows stay together, already searchable.
+        assert store.unsealed_rows(_collection()) > 0
+    assert _ranking(base, "wild yeast dough", "keyword")[0][0] == first[1][0].id
+    document, task_id = last
+    vectorize_document.apply(args=[document.id], task_id=task_id)
+    assert store.unsealed_rows(_collection()) == 0
+    assert _ranking(base, "comet tail of gas", "hybrid")[0][0] == document.id
+
+
+def test_a_burst_outside_the_queue_is_sealed_once_it_goes_quiet(user, settings):
     settings.KNOWLEDGE_VECTOR_SEAL_DELAY = 1.0
     store = get_vector_store()
     base = knowledge_base_create(owner=user, name="facts")
