@@ -180,8 +180,7 @@ def test_int8_embedder_finds_the_right_document_in_bases_of_either_precision(
     for name, text in FACTS.items():
         assert ingest(base, user, name, text).status == "ready"
     settings.KNOWLEDGE_LOCAL_EMBED_PRECISION = queries
-    with retrieval._query_vectors_lock:
-        retrieval._query_vectors.clear()  # query vectors are kept per model, not precision
+    # The setting change forgets the process's query vectors (embed_query is a process_memo).
     for query, expected in QUESTIONS.items():
         hits = retrieval.search(
             knowledge_bases=[base], query=query, top_k=3, mode="vector", score_threshold=-1,

@@ -163,6 +163,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("knowledge-document-detail", "DELETE"): Row(
         "DELETE", "/api/v1/knowledge/documents/{document}/", STAFF_TOO
     ),
+    ("knowledge-document-file", "GET"): Row(
+        "GET", "/api/v1/knowledge/documents/{document}/file", STAFF_TOO
+    ),
     ("knowledge-document-reindex", "POST"): Row(
         "POST", "/api/v1/knowledge/documents/{document}/reindex", STAFF_TOO
     ),
