@@ -21,6 +21,40 @@ from tests.live import (
 from tests.smtp import SMTPTestServer
 from throttling.plans import seed_default_plans
 
+# Tests whose subject is not the database: browsers, model clients, process faults and
+# load through HTTP, hostile uploads, the run command, deployment files, the embedder. CI
+# runs them in its first pass (SQLite) and its PostgreSQL pass deselects them with
+# `-m "not once"` (.ci/run), to keep both passes within the time budget. Everything that
+# reads or writes through the ORM in an interesting way (the API, fuzzing, the
+# authorisation matrix, the scale-out test, PostgreSQL faults) runs in both.
+ONCE = (
+    "tests/ui/",
+    "tests/llm/",
+    "tests/e2e/",
+    "tests/faults/test_disk_full.py",
+    "tests/faults/test_milvus.py",
+    "tests/faults/test_model_server.py",
+    "tests/faults/test_redis.py",
+    "tests/faults/test_worker_killed.py",
+    "tests/reliability/test_load_short.py",
+    "tests/knowledge/test_embedders.py",
+    "tests/knowledge/test_linear_text.py",
+    "tests/knowledge/test_milvus_keepalive.py",
+    "tests/knowledge/test_warm_up.py",
+    "tests/ops/test_channel_layer_shards.py",
+    "tests/ops/test_flower.py",
+    "tests/test_compose.py",
+    "tests/test_deploy.py",
+    "tests/test_translations.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(ONCE):
+            item.add_marker(pytest.mark.once)
+
+
 # The chat stack's live servers (GLM test server, chat worker, chat ASGI server), one per run.
 pytest_plugins = ["tests.chat_live"]
 
