@@ -31,8 +31,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,30 +39,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import start_private_redis  # noqa: E402
+
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 PROCS = [int(n) for n in os.environ.get("BENCH_PROCS", "1,2,4").split(",")]
 USERS = 5000
 CHUNKS, DIMENSION, BASES = 20_000, 384, 50
 MILVUS_THREADS = [int(n) for n in os.environ.get("BENCH_MILVUS_THREADS", "1,8,32,64").split(",")]
-
-
-def _start_private_redis() -> subprocess.Popen:
-    from openspark.embedded import die_with_parent, free_port, redis_server_binary
-
-    binary = shutil.which("redis-server") or redis_server_binary()
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--maxclients", "2000"],
-        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
-    )  # fmt: skip
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    return proc
 
 
 def _configure_env() -> None:
@@ -349,7 +330,7 @@ def report_milvus(workdir: Path) -> None:
 
 
 def main() -> None:
-    redis_server = None if "REDIS_URL" in os.environ else _start_private_redis()
+    redis_server = None if "REDIS_URL" in os.environ else start_private_redis()
     _configure_env()
     import django
 

