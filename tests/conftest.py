@@ -43,6 +43,8 @@ ONCE = (
     "tests/knowledge/test_warm_up.py",
     "tests/ops/test_channel_layer_shards.py",
     "tests/ops/test_flower.py",
+    "tests/ops/test_metrics_live.py",
+    "tests/ops/test_s3_storage.py",
     "tests/test_compose.py",
     "tests/test_deploy.py",
     "tests/test_translations.py",
