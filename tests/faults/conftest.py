@@ -8,6 +8,7 @@ one error shape), and `settle_*` wait until an accepted message or document reac
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,20 @@ def small_disk(tmp_path_factory):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@contextlib.contextmanager
+def running_stack(env: dict[str, str], logs: Path, *, service, **extra):
+    """An ASGI server and a worker on `env`; `service` (the server the stack was given for
+    this test module) is stopped with them."""
+    stack = Stack(env=env, logs=logs, extra=extra)
+    try:
+        stack.asgi = start_asgi_server(logs, env=env)
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+        service.stop()
+
+
 @pytest.fixture(scope="package")
 def stack(django_db_setup, tmp_path_factory, _glm_server, small_disk, milvus_lite):
     """ASGI server + threads worker on their own Milvus Lite and a small disk."""
@@ -191,11 +206,5 @@ def stack(django_db_setup, tmp_path_factory, _glm_server, small_disk, milvus_lit
     milvus = start_milvus_lite(milvus_dir / "data")
     env = stack_env(_glm_server, MILVUS_URI=milvus.url, MEDIA_ROOT=str(small_disk))
     logs = fault_logs("stack")
-    stack = Stack(env=env, logs=logs, extra={"milvus": milvus, "milvus_dir": milvus_dir})
-    try:
-        stack.asgi = start_asgi_server(logs, env=env)
-        stack.start_worker()
+    with running_stack(env, logs, service=milvus, milvus=milvus, milvus_dir=milvus_dir) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.extra["milvus"].stop()

@@ -12,8 +12,13 @@ import pytest
 
 from openspark.embedded import start_redis
 from openspark.llm.testserver import reply_text
-from tests.faults.conftest import Stack, fault_client, fault_logs, stack_env, wait_until
-from tests.live import start_asgi_server
+from tests.faults.conftest import (
+    fault_client,
+    fault_logs,
+    running_stack,
+    stack_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -24,14 +29,8 @@ def redis_stack(django_db_setup, tmp_path_factory, _glm_server, milvus_lite):
     redis = start_redis(data, persist=False)
     env = stack_env(_glm_server, REDIS_URL=redis.url, CACHE_REDIS_RETRY_SECONDS="0.2")
     logs = fault_logs("redis")
-    stack = Stack(env=env, logs=logs, extra={"redis": redis, "redis_dir": data})
-    try:
-        stack.asgi = start_asgi_server(logs, env=env)
-        stack.start_worker()
+    with running_stack(env, logs, service=redis, redis=redis, redis_dir=data) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.extra["redis"].stop()
 
 
 def _answer(question: str) -> str:
