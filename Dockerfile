@@ -16,5 +16,10 @@ COPY . .
 RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost REDIS_URL=redis://localhost:6379/0 \
     DATABASE_URL=sqlite:////tmp/collectstatic.sqlite3 EMAIL_URL=consolemail:// \
     python manage.py collectstatic --noinput
+# The local embedder's int8 model, made from the shipped weights at build time (~30 s) rather
+# than by the first container that needs it (a no-op where the CPU picks bf16 or fp32).
+RUN SECRET_KEY=build-only ALLOWED_HOSTS=localhost REDIS_URL=redis://localhost:6379/0 \
+    DATABASE_URL=sqlite:////tmp/build.sqlite3 EMAIL_URL=consolemail:// \
+    python manage.py build_local_model
 EXPOSE 8000
 CMD ["uvicorn", "openspark.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets"]

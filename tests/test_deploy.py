@@ -64,6 +64,31 @@ def test_the_image_runs_production_and_collects_static_at_build(tmp_path):
     assert (static_root / "drf_spectacular_sidecar" / "swagger-ui-dist").is_dir()
 
 
+def test_the_image_makes_the_int8_local_model_at_build_under_production_settings(tmp_path):
+    from django.conf import settings
+
+    from knowledge.embedders import local_embedder
+
+    (build,) = [
+        line for line in _dockerfile_instructions()
+        if line.startswith("RUN ") and "build_local_model" in line
+    ]  # fmt: skip
+    command = build.removeprefix("RUN ").split()
+    assignments = dict(word.split("=", 1) for word in command if re.match(r"^[A-Z_]+=", word))
+    assert "DJANGO_SETTINGS_MODULE" not in assignments  # the image's own, production
+    # The model made by `make test` (same folder) is found: the command runs, quick.
+    models = settings.KNOWLEDGE_LOCAL_MODEL_DIR
+    result = _run(
+        ["manage.py", "build_local_model"],
+        {**assignments, "DJANGO_SETTINGS_MODULE": "openspark.settings.production",
+         "KNOWLEDGE_LOCAL_MODEL_DIR": str(models)},
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    if local_embedder().resolved_precision() == "int8":
+        assert list(models.glob("all-MiniLM-L6-v2-int8-*.xml")), list(models.iterdir())
+
+
 def test_check_deploy_is_clean_for_the_production_settings(tmp_path):
     result = _run(
         ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], DEPLOYMENT, tmp_path

@@ -516,8 +516,13 @@ KNOWLEDGE_WARM_EMBEDDER_ON_WORKER_START = env.bool(
 )
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=64)
 # The local model's arithmetic (auto, fp32, int8, bf16): "auto" is bf16 where the CPU has
-# native bf16, else int8 (docs/knowledge.md, "Local model precision").
+# AMX, else int8 (docs/knowledge.md, "Local model precision").
 KNOWLEDGE_LOCAL_EMBED_PRECISION = env("KNOWLEDGE_LOCAL_EMBED_PRECISION", default="auto")
+# Where the int8 model made from the shipped weights is kept (made once per machine, ~30 s;
+# `manage.py build_local_model`). Not under VAR_DIR: every run and test of a checkout shares it.
+KNOWLEDGE_LOCAL_MODEL_DIR = Path(
+    env("KNOWLEDGE_LOCAL_MODEL_DIR", default=str(BASE_DIR / "var" / "models"))
+)
 # Batches the local model runs side by side, one core each; 0 = one per available core.
 KNOWLEDGE_LOCAL_EMBED_LANES = env.int("KNOWLEDGE_LOCAL_EMBED_LANES", default=0)
 # Word pieces the local model reads per text (the rest of a longer chunk is cut off).

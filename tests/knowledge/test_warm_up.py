@@ -19,12 +19,12 @@ def test_worker_start_warms_the_local_embedder(live_logs, milvus_lite, pool):
     )
     try:
         deadline = time.monotonic() + 120
-        while "Loading SentenceTransformer model" not in worker.log(tail=None):
+        while "Loading the local embedding model" not in worker.log(tail=None):
             assert time.monotonic() < deadline, worker.log()
             assert worker.process.poll() is None, worker.log()
             time.sleep(0.2)
         time.sleep(1)  # a second load, if any, would have started by now
-        loaders = re.findall(r"INFO/(\w+)-?\d*\] Loading SentenceTransformer", worker.log(None))
+        loaders = re.findall(r"INFO/(\w+)-?\d*\] Loading the local embedding", worker.log(None))
         assert loaders == ["MainProcess" if pool == "threads" else "ForkPoolWorker"]
     finally:
         worker.stop()
