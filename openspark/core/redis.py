@@ -199,8 +199,11 @@ class CounterBatch:
         self._append((url, "z", key, member, amount, ttl))
 
     def pending(self) -> list[tuple]:
-        """What is not written yet: (url, kind, key, field, amount, ttl) items."""
-        return list(self._queue)
+        """What is not written yet: (url, kind, key, field, amount, ttl) items. Waits for a
+        write in flight, which takes the items off the queue and puts back those it could
+        not write: read in between, they would be missing."""
+        with self._flush_lock:
+            return list(self._queue)
 
     def _append(self, item: tuple) -> None:
         self._queue.append(item)  # deque.append is atomic: no lock on the request path
