@@ -23,7 +23,8 @@ import io
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,15 +53,20 @@ def model_path(weights_dir: Path, cache_dir: Path) -> Path:
     return cache_dir / f"all-MiniLM-L6-v2-int8-{digest.hexdigest()[:16]}.xml"
 
 
-def ensure_model(weights_dir: Path, cache_dir: Path) -> Path:
-    """The int8 model's path, made first if this machine has none yet."""
+def ensure_model(
+    weights_dir: Path, cache_dir: Path, *, log: Callable[[str], object] = lambda line: None
+) -> Path:
+    """The int8 model's path, made first if this machine has none yet (`log` hears of it)."""
     target = model_path(weights_dir, cache_dir)
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _file_lock(cache_dir / ".build.lock"):
         if not target.exists():  # another process may have made it while this one waited
+            log("Building the int8 local embedding model (once per machine)...")
+            started = time.monotonic()
             _build(weights_dir, target)
+            log(f"  {target} in {time.monotonic() - started:.0f} s")
     return target
 
 
@@ -148,7 +154,7 @@ def _features(tokenizer, texts: list[str], max_tokens: int) -> dict:
         pad_to_multiple_of=SEQUENCE_STEP,
         return_tensors="np",
     )
-    return {name: encoded[name].astype("int64") for name in INPUTS}
+    return {name: encoded[name].astype("int64", copy=False) for name in INPUTS}
 
 
 def _power_of_two_slices(count: int) -> list[slice]:

